@@ -1,0 +1,229 @@
+"""The ``semsynth`` command line: train, sample, info (and eval, eval-real, report).
+
+Every command turns bad input into a one-line error naming the file and the value, exits
+non-zero, and writes nothing partial (files are written to a temp name and renamed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from semsynth.types import SemsynthError
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``"0-3"`` → [0, 1, 2, 3]; ``"1,5,9"`` → [1, 5, 9]; ``"7"`` → [7]; ranges and lists mix.
+
+    Raises:
+        ValueError: malformed text or a negative seed.
+    """
+    seeds: list[int] = []
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        if "-" in part[1:]:
+            lo, hi = part.split("-", 1)
+            a, b = int(lo), int(hi)
+            if b < a:
+                raise ValueError(f"seed range {part!r} is empty")
+            seeds.extend(range(a, b + 1))
+        else:
+            seeds.append(int(part))
+    if not seeds or min(seeds) < 0:
+        raise ValueError(f"bad seeds {text!r}: expected e.g. 0-3 or 1,5,9 (non-negative)")
+    return seeds
+
+
+def _count(module) -> int:
+    return sum(p.numel() for p in module.parameters())
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """``semsynth info CONFIG [--set k=v] [--json]``."""
+    import dataclasses
+
+    from semsynth.config import config_to_dict, config_to_yaml, load_config
+    from semsynth.data import build_dataset, dataset_info
+    from semsynth.train.loop import build_method
+
+    cfg = load_config(args.config, args.set or [])
+    info = dataset_info(cfg.data)
+    method = build_method(cfg, info)
+    params = {"G": _count(method.generator)}
+    gcfg = getattr(cfg.model, "generator", None)
+    if gcfg is not None and hasattr(gcfg, "z_dim"):
+        no_noise = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, generator=dataclasses.replace(gcfg, z_dim=0)))
+        params["G_without_noise_inputs"] = _count(build_method(no_noise, info).generator)
+    if hasattr(method, "discriminator"):
+        params["D"] = _count(method.discriminator)
+    data = {"name": info.name, "semantic_nc": info.semantic_nc, "num_classes": info.num_classes,
+            "ignore_index": info.ignore_index, "class_names": list(info.class_names), "splits": {}}
+    for split in (cfg.data.train_split, cfg.data.val_split):
+        try:
+            data["splits"][split] = len(build_dataset(cfg.data, split, train=False, seed=cfg.seed))
+        except SemsynthError as exc:
+            data["splits"][split] = f"unavailable: {exc}"
+    print(config_to_yaml(cfg))
+    print("parameters:")
+    for k, v in params.items():
+        print(f"  {k}: {v:,} ({v / 1e6:.2f}M)")
+    print(f"dataset: {info.name}, {info.num_classes} classes (+ don't-care id {info.ignore_index}), "
+          f"semantic_nc {info.semantic_nc}; pairs: {data['splits']}")
+    if args.json:
+        print(json.dumps({"config": config_to_dict(cfg), "parameters": params, "dataset": data}))
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """``semsynth train CONFIG [--out DIR] [--set k=v ...] [--resume]``."""
+    from semsynth.config import load_config
+    from semsynth.train.loop import Trainer
+
+    cfg = load_config(args.config, args.set or [])
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    evaluator = None
+    if cfg.eval.every > 0:
+        from semsynth.eval.selection import fid_evaluator
+
+        evaluator = fid_evaluator(cfg)
+    trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress, evaluator=evaluator)
+    result = trainer.run()
+    print(json.dumps({"out": str(result.out_dir), "step": result.step, "images_seen": result.images_seen,
+                      "seconds": round(result.elapsed_seconds, 1), "stop_reason": result.stop_reason}))
+    return 0
+
+
+def _read_mask(path: Path, height: int, width: int):
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    from PIL import Image
+
+    from semsynth.types import DataError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.asarray(im.convert("L")) > 0
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read mask ({exc})") from None
+    if not arr.any():
+        raise DataError(f"{path}: the mask is empty (no non-zero pixel)")
+    m = torch.from_numpy(arr)[None, None].float()
+    return F.interpolate(m, size=(height, width), mode="nearest")[0, 0] > 0.5
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """``semsynth sample CHECKPOINT --labels PATH [--out DIR] [--seeds 0-3] ...``."""
+    import torch
+
+    from semsynth.config import atomic_write_bytes
+    from semsynth.labels import to_uint8_image
+    from semsynth.noise import class_region
+    from semsynth.sample.sampler import Sampler, read_label_png
+    from semsynth.train.loop import _png_bytes, select_device
+    from semsynth.types import DataError
+
+    seeds = parse_seeds(args.seeds)
+    labels_path = Path(args.labels)
+    if labels_path.is_dir():
+        files = sorted(p for p in labels_path.iterdir() if p.suffix.lower() == ".png")
+        if not files:
+            raise DataError(f"{labels_path}: no .png label maps in this folder")
+    elif labels_path.is_file():
+        files = [labels_path]
+    else:
+        raise DataError(f"--labels {labels_path}: no such file or folder")
+    sampler = Sampler.from_checkpoint(args.checkpoint, device=select_device(args.device))
+    # Validate every input before writing anything.
+    labels = [sampler.prepare_label(read_label_png(f), str(f)) for f in files]
+    mask = None
+    if args.resample_mask:
+        mask = _read_mask(Path(args.resample_mask), sampler.height, sampler.width)
+    if args.resample_class is not None and not 0 <= args.resample_class < sampler.info.semantic_nc:
+        raise DataError(f"--resample-class {args.resample_class}: not an id of {sampler.info.name} "
+                        f"(0-{sampler.info.semantic_nc - 1})")
+    out = Path(args.out)
+    written = 0
+    for f, lab in zip(files, labels):
+        if args.resample_class is not None or mask is not None:
+            region = mask if mask is not None else class_region(lab[0], args.resample_class)
+            if args.resample_class is not None and mask is not None:
+                region = region.to(lab.device) & class_region(lab[0], args.resample_class)
+            if not region.any():
+                print(f"warning: {f.name}: the region to re-sample is empty; images equal the base seed's",
+                      file=sys.stderr)
+            imgs = sampler.resample_region(lab, region, args.base_seed, seeds)
+            tag = f"_base{args.base_seed}" + (f"_class{args.resample_class}" if args.resample_class is not None else "") \
+                + ("_mask" if mask is not None else "")
+        else:
+            imgs = sampler.sample_many(lab, seeds)
+            tag = ""
+        for s, img in zip(seeds, to_uint8_image(imgs)):
+            atomic_write_bytes(out / f"{f.stem}{tag}_seed{s}.png", _png_bytes(img))
+            written += 1
+    print(json.dumps({"out": str(out), "images": written, "label_maps": len(files), "seeds": seeds}))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argparse parser of the ``semsynth`` command."""
+    p = argparse.ArgumentParser(prog="semsynth", description="Semantic image synthesis: label map → photo.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train a method from a YAML config")
+    t.add_argument("config")
+    t.add_argument("--out", help="run folder (default runs/<config name>)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted config key")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.pt")
+    t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("sample", help="turn label maps into images")
+    s.add_argument("checkpoint")
+    s.add_argument("--labels", required=True, help="a label PNG or a folder of them")
+    s.add_argument("--out", default="samples")
+    s.add_argument("--seeds", default="0-3")
+    s.add_argument("--resample-class", type=int, default=None, help="re-sample only this label id")
+    s.add_argument("--resample-mask", default=None, help="re-sample only where this PNG is non-zero")
+    s.add_argument("--base-seed", type=int, default=0, help="noise outside the re-sampled region")
+    s.add_argument("--device", default="auto")
+    s.set_defaults(func=cmd_sample)
+
+    i = sub.add_parser("info", help="resolved config, parameter counts, dataset summary")
+    i.add_argument("config")
+    i.add_argument("--set", action="append", metavar="KEY=VALUE")
+    i.add_argument("--json", action="store_true", help="print one JSON object on the last line")
+    i.set_defaults(func=cmd_info)
+
+    try:
+        from semsynth.eval import cli as eval_cli
+
+        eval_cli.add_commands(sub)
+    except ImportError:
+        pass
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run a command; bad input → message on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except SemsynthError as exc:
+        print(f"semsynth {args.command}: error: {exc}", file=sys.stderr)
+        return 3 if type(exc).__name__ == "TrainingDiverged" else 2
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"semsynth {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"semsynth {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,278 @@
+"""Frozen, typed run configuration, loaded from YAML with OmegaConf.
+
+A run is described by one :class:`Config`: the data (:class:`DataConfig`), the method's own
+model settings (a frozen dataclass registered by the method, e.g.
+:class:`semsynth.methods.oasis.method.OASISConfig`), the training loop (:class:`TrainConfig`)
+and the in-training evaluation (:class:`EvalConfig`). There is no global options object:
+the config is an immutable value passed to whoever needs it, saved as ``config.yaml`` in
+every run folder and inside every checkpoint.
+
+Loading validates every key and type against the dataclasses (OmegaConf structured
+configs), so a misspelt key in a YAML file or in ``--set`` is an error naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field, fields, is_dataclass, replace
+from pathlib import Path
+from typing import Any, Optional, Sequence, Tuple
+
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from semsynth.types import ConfigError
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Which dataset, where, and how training pairs are resized, cropped and flipped.
+
+    Attributes:
+        dataset: registry name (``camvid``, ``cityscapes``, ``ade20k``, ``coco_stuff``,
+            ``stanford_background``, ``folder``).
+        root: dataset folder; ``None`` means ``$SEMSYNTH_DATA/<default folder>`` with
+            ``SEMSYNTH_DATA`` defaulting to ``../shared/datasets`` (relative to the
+            current directory).
+        height, width: size in pixels of the images and label maps the model sees.
+        load_height, load_width: if set (both), pairs are first resized to this size and
+            then randomly cropped (training) or centre-cropped (evaluation) to
+            ``height x width``; if ``None``, pairs are resized straight to ``height x width``
+            (the official OASIS preprocessing).
+        flip: random horizontal flip of training pairs (p = 0.5).
+        train_split, val_split: split names; model selection uses ``val_split`` only.
+        cache: keep decoded full-resolution arrays in memory after the first read.
+        num_workers: DataLoader worker processes (0 = load in the main process).
+        options: dataset-specific options (e.g. the folder dataset's layout).
+    """
+
+    dataset: str = "camvid"
+    root: Optional[str] = None
+    height: int = 96
+    width: int = 128
+    load_height: Optional[int] = None
+    load_width: Optional[int] = None
+    flip: bool = True
+    train_split: str = "train"
+    val_split: str = "val"
+    cache: bool = True
+    num_workers: int = 0
+    options: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EMAConfig:
+    """Exponential moving average of the generator weights.
+
+    Either a fixed ``decay`` per step (the papers' 0.9999 / 0.999, for long GPU runs), or,
+    when ``decay`` is ``None``, a half-life in images with ramp-up as in NVlabs/edm
+    (``training_loop.py``): ``beta = 0.5 ** (batch / max(halflife_kimg * 1000, 1e-8))``
+    with the half-life capped at ``rampup * images_seen`` so that short CPU runs do not
+    leave the EMA generator at its initial weights.
+
+    Attributes:
+        decay: fixed per-step decay in (0, 1), or ``None`` for the half-life rule.
+        halflife_kimg: half-life in thousands of training images.
+        rampup: ramp-up ratio (``None`` = no ramp-up).
+        bn_refresh_batches: forward passes of the EMA generator on training batches (train
+            mode, no gradients) that refresh its BatchNorm running statistics before every
+            sample grid, evaluation and export (official OASIS: 50).
+    """
+
+    decay: Optional[float] = None
+    halflife_kimg: float = 2.0
+    rampup: Optional[float] = 0.05
+    bn_refresh_batches: int = 50
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """The generic training loop's settings (shared by every method).
+
+    Attributes:
+        batch_size: images per step.
+        max_steps: stop after this many steps.
+        max_minutes: also stop after this many minutes of wall time (``None`` = no limit);
+            whichever bound comes first ends the run.
+        lr_g, lr_d: Adam learning rates of generator and discriminator (OASIS: 1e-4 / 4e-4).
+        betas: Adam betas (OASIS: (0.0, 0.999)).
+        log_every: steps between lines of ``stats.jsonl`` (losses are averaged over them).
+        sample_every: steps between sample grids in ``samples/``.
+        checkpoint_every: steps between kept ``checkpoints/step_NNNNNNN.pt`` files.
+        latest_every: steps between rewrites of ``checkpoints/latest.pt``.
+        grid_labels: label maps in a sample grid (taken from the val split).
+        grid_samples: EMA samples per label map in a grid.
+        device: ``auto`` (CUDA if available, else CPU), ``cpu`` or ``cuda[:i]``.
+        threads: CPU threads for torch (0 = torch's default).
+        ema: see :class:`EMAConfig`.
+    """
+
+    batch_size: int = 4
+    max_steps: int = 1000
+    max_minutes: Optional[float] = None
+    lr_g: float = 1e-4
+    lr_d: float = 4e-4
+    betas: Tuple[float, float] = (0.0, 0.999)
+    log_every: int = 10
+    sample_every: int = 500
+    checkpoint_every: int = 1000
+    latest_every: int = 100
+    grid_labels: int = 4
+    grid_samples: int = 3
+    device: str = "auto"
+    threads: int = 0
+    ema: EMAConfig = field(default_factory=EMAConfig)
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    """Evaluation during training, used to select ``checkpoints/best.pt`` on the val split.
+
+    Attributes:
+        every: steps between FID evaluations on ``num_images`` val label maps (0 = never).
+        num_images: how many val label maps (the first ones sorted by file name).
+        seed: base seed of the per-image noise (image i uses seed ``seed + i``).
+    """
+
+    every: int = 0
+    num_images: int = 50
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole run. ``model`` holds the method's own frozen config dataclass."""
+
+    method: str = "oasis"
+    seed: int = 0
+    data: DataConfig = field(default_factory=DataConfig)
+    model: Any = None
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+
+def _model_schema(method: str) -> type:
+    from semsynth.registry import get_method
+
+    try:
+        return get_method(method).config_class
+    except KeyError as exc:
+        raise ConfigError(str(exc.args[0])) from None
+
+
+def _resolve(raw: Any, source: str) -> Config:
+    """Validate an OmegaConf node/dict against the schemas and build the frozen Config."""
+    try:
+        node = OmegaConf.create(raw) if not OmegaConf.is_config(raw) else raw
+        method = node.get("method", Config.method)
+        model_raw = node.get("model", None) or {}
+        top = OmegaConf.merge(OmegaConf.structured(Config), {k: v for k, v in node.items() if k != "model"})
+        model = OmegaConf.merge(OmegaConf.structured(_model_schema(method)), model_raw)
+        top_obj: Config = OmegaConf.to_object(top)  # type: ignore[assignment]
+        model_obj = OmegaConf.to_object(model)
+    except OmegaConfBaseException as exc:
+        msg = str(exc).splitlines()[0]
+        key = getattr(exc, "full_key", None)
+        raise ConfigError(f"{source}: {msg}" + (f" (key {key!r})" if key else "")) from None
+    return replace(top_obj, model=model_obj)
+
+
+def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML config file and apply dotted ``key=value`` overrides.
+
+    Args:
+        path: YAML file; ``None`` starts from the defaults.
+        overrides: e.g. ``["train.max_steps=10", "model.generator.z_dim=32"]``.
+
+    Returns:
+        The validated, frozen :class:`Config`.
+
+    Raises:
+        ConfigError: unreadable file, unknown key, value of the wrong type, unknown method;
+            the message names the file (or ``--set``) and the key.
+    """
+    source = str(path) if path is not None else "<defaults>"
+    try:
+        base = OmegaConf.load(path) if path is not None else OmegaConf.create({})
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}") from None
+    except Exception as exc:  # yaml syntax errors
+        raise ConfigError(f"{source}: cannot parse YAML: {exc}") from None
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value")
+    try:
+        merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as exc:
+        raise ConfigError(f"--set {list(overrides)}: {exc}") from None
+    return _resolve(merged, source if not overrides else f"{source} with --set {' '.join(overrides)}")
+
+
+def config_to_dict(cfg: Config) -> dict:
+    """Plain nested dict (lists for tuples) of a Config, for YAML, JSON and checkpoints."""
+
+    def conv(obj: Any) -> Any:
+        if is_dataclass(obj):
+            return {f.name: conv(getattr(obj, f.name)) for f in fields(obj)}
+        if isinstance(obj, (list, tuple)):
+            return [conv(v) for v in obj]
+        if isinstance(obj, dict):
+            return {k: conv(v) for k, v in obj.items()}
+        return obj
+
+    return conv(cfg)
+
+
+def config_from_dict(data: dict, source: str = "<checkpoint>") -> Config:
+    """Inverse of :func:`config_to_dict`, with the same validation as :func:`load_config`."""
+    return _resolve(data, source)
+
+
+def config_to_yaml(cfg: Config) -> str:
+    """The YAML text of a Config (what ``config.yaml`` in a run folder holds)."""
+    return OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg)))
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` atomically: a temp file in the same folder, then rename.
+
+    A crash at any moment leaves either the old file or the new one, never a partial file.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_config(cfg: Config, path: str | os.PathLike) -> None:
+    """Write ``cfg`` as YAML to ``path`` atomically."""
+    atomic_write_bytes(path, config_to_yaml(cfg).encode())
+
+
+def data_root(cfg: DataConfig, default_folder: str) -> Path:
+    """The dataset folder: ``cfg.root`` if set, else ``$SEMSYNTH_DATA/default_folder``.
+
+    ``SEMSYNTH_DATA`` defaults to ``../shared/datasets`` relative to the current folder
+    (or, if that does not exist, to the repository's sibling ``shared/`` folder).
+    """
+    if cfg.root:
+        return Path(os.path.expanduser(cfg.root))
+    env = os.environ.get("SEMSYNTH_DATA")
+    if env:
+        return Path(os.path.expanduser(env)) / default_folder
+    here = Path("../shared/datasets") / default_folder
+    if not here.exists():  # run from elsewhere than the repository root (editable install)
+        repo_guess = Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets" / default_folder
+        if repo_guess.exists():
+            return repo_guess.resolve()
+    return here

@@ -1,0 +1,74 @@
+"""The contract between a method (OASIS, SPADE, ...) and the generic training loop.
+
+A method owns its networks and its losses; the loop (``semsynth.train.loop``) owns the
+optimizers, the EMA generator, checkpoints, logging, stopping and devices — as in
+NVlabs/edm's ``training_loop.py``. Per training step the loop calls, for each phase in
+``method.phases``, :meth:`Method.phase_losses` and back-propagates its ``"total"``.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+from semsynth.types import DatasetInfo
+
+
+class Method(nn.Module):
+    """Base class of the synthesis methods.
+
+    Subclasses set ``config_class`` (their frozen model-config dataclass, the ``model:``
+    section of a run config), ``phases`` (update order within a step; empty for methods
+    that are fitted in one pass, like the class-mean painter) and ``generator`` (an
+    ``nn.Module`` called as ``generator(label_onehot, z=None, seeds=None)`` returning
+    ``(N, 3, H, W)`` images in [-1, 1]).
+
+    Args:
+        model_cfg: an instance of ``config_class``.
+        info: the dataset's label space.
+        height, width: image size the method is built for.
+    """
+
+    config_class: type = object
+    phases: tuple[str, ...] = ()
+    generator: nn.Module
+
+    def __init__(self, model_cfg, info: DatasetInfo, height: int, width: int) -> None:
+        super().__init__()
+        self.model_cfg = model_cfg
+        self.info = info
+        self.height, self.width = height, width
+
+    @property
+    def z_dim(self) -> int:
+        """Noise channels the generator takes (0 = deterministic method)."""
+        return int(getattr(self.generator, "z_dim", 0))
+
+    def phase_parameters(self, phase: str) -> Iterable[nn.Parameter]:
+        """Parameters updated in ``phase`` (its optimizer's parameters)."""
+        raise NotImplementedError
+
+    def phase_lr(self, phase: str, train_cfg) -> float:
+        """Learning rate of ``phase``'s Adam optimizer, from the TrainConfig."""
+        raise NotImplementedError
+
+    def phase_losses(self, phase: str, image: torch.Tensor, label: torch.Tensor,
+                     rng: torch.Generator) -> dict[str, torch.Tensor]:
+        """Loss terms of one phase on one batch.
+
+        Args:
+            phase: one of ``phases``.
+            image: ``(B, 3, H, W)`` float in [-1, 1].
+            label: ``(B, H, W)`` int64 label ids.
+            rng: CPU generator of the training run for noise and random masks (its state
+                is checkpointed, which makes resumed runs bit-identical on CPU).
+
+        Returns:
+            Scalar tensors; key ``"total"`` is back-propagated, the rest are logged.
+        """
+        raise NotImplementedError
+
+    def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
+        """One-pass fitting for methods without phases (default: nothing to do)."""

@@ -1,0 +1,192 @@
+"""One Sampler for the CLI, the metrics and the web editor (as diffusers' pipelines do).
+
+A :class:`Sampler` wraps a trained (EMA) generator in eval mode with refreshed BatchNorm
+statistics, and turns label maps into images:
+
+* many images per label map: one per seed (global noise, :func:`semsynth.noise.noise_from_seeds`);
+* local re-sampling (OASIS Sec. 4): the noise of ``base_seed`` everywhere except in a
+  region (a class, or a mask), which takes the noise of each new seed.
+
+The same seed gives the same image whatever the batch size: noise is drawn per sample and
+the generator runs in eval mode (BatchNorm uses its running statistics).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from semsynth.labels import one_hot
+from semsynth.noise import local_noise, noise_from_seeds
+from semsynth.types import DataError, DatasetInfo
+
+
+class Sampler:
+    """Label maps → images with a trained generator.
+
+    Args:
+        generator: called as ``generator(label_onehot, z=None, seeds=None)``; put in eval mode.
+        info: the label space it was trained on.
+        height, width: its output size.
+        device: where it runs.
+    """
+
+    def __init__(self, generator: nn.Module, info: DatasetInfo, height: int, width: int,
+                 device: torch.device | str = "cpu") -> None:
+        self.generator = generator.eval().to(device)
+        self.info = info
+        self.height, self.width = height, width
+        self.device = torch.device(device)
+        self.z_dim = int(getattr(generator, "z_dim", 0))
+
+    @classmethod
+    def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
+                        use_ema: bool = True) -> "Sampler":
+        """Build from a training checkpoint (EMA generator by default; its BatchNorm
+        statistics were refreshed when the checkpoint was written).
+
+        Raises:
+            FileNotFoundError, ConfigError: missing or invalid checkpoint (names the file).
+        """
+        from semsynth.data import dataset_info
+        from semsynth.train.checkpoint import checkpoint_config, load_checkpoint
+        from semsynth.train.loop import build_method
+
+        ckpt = load_checkpoint(path, map_location="cpu")
+        cfg = checkpoint_config(ckpt, path)
+        info = _info_from_checkpoint(ckpt) or dataset_info(cfg.data)
+        method = build_method(cfg, info)
+        if use_ema:
+            method.generator.load_state_dict(ckpt["ema"])
+        else:
+            method.load_state_dict(ckpt["method"])
+        sampler = cls(method.generator, info, cfg.data.height, cfg.data.width, device)
+        sampler.config = cfg
+        sampler.checkpoint_step = int(ckpt["step"])
+        return sampler
+
+    # ------------------------------------------------------------------ labels
+    def prepare_label(self, label: torch.Tensor | np.ndarray, source: str = "<label map>") -> torch.Tensor:
+        """Validate ids and resize (nearest) a label map to the generator's size.
+
+        Args:
+            label: ``(H, W)`` or ``(N, H, W)`` integer ids, any size.
+            source: file name for error messages.
+
+        Returns:
+            ``(N, height, width)`` int64 on the sampler's device.
+
+        Raises:
+            DataError: ids the checkpoint's label space does not know (names ``source``
+                and the ids).
+        """
+        lab = torch.as_tensor(np.asarray(label) if not isinstance(label, torch.Tensor) else label)
+        lab = lab.to(torch.int64)
+        if lab.dim() == 2:
+            lab = lab[None]
+        if lab.dim() != 3:
+            raise DataError(f"{source}: label map must be (H,W) or (N,H,W), got {tuple(lab.shape)}")
+        bad = torch.unique(lab[(lab < 0) | (lab >= self.info.semantic_nc)])
+        if bad.numel():
+            raise DataError(
+                f"{source}: label ids {bad.tolist()[:10]} unknown to this checkpoint "
+                f"({self.info.name}: ids 0-{self.info.semantic_nc - 1})"
+            )
+        if tuple(lab.shape[-2:]) != (self.height, self.width):
+            lab = F.interpolate(lab[:, None].float(), size=(self.height, self.width), mode="nearest")[:, 0].long()
+        return lab.to(self.device)
+
+    # ----------------------------------------------------------------- sampling
+    @torch.no_grad()
+    def generate(self, label: torch.Tensor, seeds: Sequence[int] | None = None,
+                 z: torch.Tensor | None = None, batch_size: int = 16) -> torch.Tensor:
+        """Images for a batch of label maps.
+
+        Args:
+            label: ``(N, H, W)`` int64 at the generator's size (see :meth:`prepare_label`).
+            seeds: one seed per label map (default ``0..N-1``) — ignored if ``z`` is given.
+            z: ``(N, z_dim)`` or ``(N, z_dim, H, W)`` noise.
+            batch_size: label maps per forward pass (does not change the images).
+
+        Returns:
+            ``(N, 3, H, W)`` float32 in [-1, 1], on the CPU.
+        """
+        n = label.shape[0]
+        if seeds is None and z is None:
+            seeds = list(range(n))
+        if seeds is not None and len(seeds) != n:
+            raise ValueError(f"{len(seeds)} seeds for {n} label maps")
+        out = []
+        for s in range(0, n, batch_size):
+            onehot = one_hot(label[s:s + batch_size].to(self.device), self.info.semantic_nc)
+            if self.z_dim == 0:
+                img = self.generator(onehot)
+            elif z is not None:
+                img = self.generator(onehot, z[s:s + batch_size].to(self.device))
+            else:
+                img = self.generator(onehot, seeds=list(seeds[s:s + batch_size]))
+            out.append(img.float().cpu())
+        return torch.cat(out)
+
+    def sample_many(self, label: torch.Tensor, seeds: Sequence[int], batch_size: int = 16) -> torch.Tensor:
+        """``len(seeds)`` images of one label map ``(1, H, W)`` or ``(H, W)`` → ``(K, 3, H, W)``."""
+        lab = label if label.dim() == 3 else label[None]
+        return self.generate(lab.expand(len(seeds), -1, -1), seeds=list(seeds), batch_size=batch_size)
+
+    def resample_region(self, label: torch.Tensor, region: torch.Tensor, base_seed: int,
+                        seeds: Sequence[int], batch_size: int = 16) -> torch.Tensor:
+        """Local re-sampling: keep ``base_seed``'s noise outside ``region``, re-roll inside.
+
+        Args:
+            label: ``(H, W)`` or ``(1, H, W)`` int64 at the generator's size.
+            region: ``(H, W)`` bool, True where the noise takes each of ``seeds``.
+            base_seed: seed of the noise outside the region.
+            seeds: one output image per seed.
+
+        Returns:
+            ``(len(seeds), 3, H, W)`` float32 in [-1, 1].
+        """
+        lab = label if label.dim() == 3 else label[None]
+        k = len(seeds)
+        if self.z_dim == 0:
+            raise ValueError("this generator takes no noise: nothing to re-sample")
+        reg = region.to(torch.bool).reshape(1, *lab.shape[-2:]).expand(k, -1, -1).cpu()
+        base = noise_from_seeds([base_seed] * k, self.z_dim)
+        new = noise_from_seeds(list(seeds), self.z_dim)
+        z = local_noise(base, reg, new)
+        return self.generate(lab.expand(k, -1, -1), z=z, batch_size=batch_size)
+
+
+def _info_from_checkpoint(ckpt: dict) -> DatasetInfo | None:
+    d = ckpt.get("dataset_info")
+    if not d:
+        return None
+    return DatasetInfo(name=d["name"], class_names=tuple(d["class_names"]),
+                       palette=tuple(tuple(c) for c in d["palette"]), ignore_index=d["ignore_index"])
+
+
+def read_label_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a label PNG (grey or palette mode: pixel values are ids) → ``(H, W)`` int64.
+
+    Raises:
+        DataError: unreadable file, or an RGB image (ids must be single-channel).
+    """
+    from PIL import Image
+
+    path = Path(path)
+    try:
+        with Image.open(path) as im:
+            im.load()
+            if im.mode not in ("L", "P", "I", "I;16"):
+                raise DataError(f"{path}: label PNG must be single-channel ids (mode L or P), got mode {im.mode}")
+            return np.asarray(im).astype(np.int64)
+    except DataError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: cannot read label map ({exc})") from None

@@ -1,0 +1,90 @@
+"""EMA of the generator weights and the BatchNorm refresh of the EMA generator.
+
+The decay follows :class:`semsynth.config.EMAConfig`: a fixed per-step decay (paper
+presets: 0.9999, Cityscapes 0.999), or a half-life in images with ramp-up (NVlabs/edm,
+``training_loop.py``), which suits short CPU runs.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Iterable
+
+import torch
+import torch.nn as nn
+
+from semsynth.config import EMAConfig
+
+
+def ema_beta(cfg: EMAConfig, batch_size: int, images_seen: int) -> float:
+    """Decay of one EMA update.
+
+    Args:
+        cfg: EMA settings.
+        batch_size: images in the step just taken.
+        images_seen: training images seen so far, this step included.
+
+    Returns:
+        ``cfg.decay`` if set, else ``0.5 ** (batch_size / halflife)`` with
+        ``halflife = min(halflife_kimg·1000, rampup·images_seen)`` images (edm).
+    """
+    if cfg.decay is not None:
+        return float(cfg.decay)
+    halflife = cfg.halflife_kimg * 1000.0
+    if cfg.rampup is not None:
+        halflife = min(halflife, images_seen * cfg.rampup)
+    return 0.5 ** (batch_size / max(halflife, 1e-8))
+
+
+def make_ema(generator: nn.Module) -> nn.Module:
+    """A frozen copy of ``generator`` (no gradients), to be updated by :func:`update_ema`."""
+    ema = copy.deepcopy(generator)
+    ema.requires_grad_(False)
+    return ema
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, generator: nn.Module, beta: float) -> None:
+    """``ema ← beta·ema + (1 − beta)·generator`` for parameters; buffers are copied.
+
+    (BatchNorm statistics of the EMA generator are recomputed by :func:`refresh_batchnorm`
+    before use, as the official OASIS ``update_EMA`` does.)
+    """
+    for p_ema, p in zip(ema.parameters(), generator.parameters()):
+        p_ema.lerp_(p.detach(), 1.0 - beta)
+    for b_ema, b in zip(ema.buffers(), generator.buffers()):
+        b_ema.copy_(b)
+
+
+@torch.no_grad()
+def refresh_batchnorm(generator: nn.Module, batches: Iterable[tuple[torch.Tensor, list[int]]]) -> int:
+    """Recompute the BatchNorm running statistics of ``generator`` from scratch.
+
+    The statistics are reset and re-estimated as an exact average over the given batches
+    (``momentum=None``), in train mode and without gradients; the module is left in eval
+    mode. Official OASIS runs 50 forward passes of its EMA generator on training batches
+    before every FID evaluation, image or checkpoint.
+
+    Args:
+        generator: called as ``generator(label_onehot, seeds=seeds)``.
+        batches: ``(label_onehot (B, C, H, W), seeds [B ints])`` pairs.
+
+    Returns:
+        Number of batches used.
+    """
+    bns = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m, m.momentum) for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    generator.train()
+    n = 0
+    try:
+        for onehot, seeds in batches:
+            generator(onehot, seeds=seeds)
+            n += 1
+    finally:
+        for m, mom in saved:
+            m.momentum = mom
+        generator.eval()
+    return n

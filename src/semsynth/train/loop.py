@@ -1,0 +1,389 @@
+"""The generic training loop: one loop for every method.
+
+It owns what the official repositories scatter: optimizers (Adam per phase), the EMA
+generator and its BatchNorm refresh, deterministic data order, checkpoints with the full
+training state, ``stats.jsonl`` logging, sample grids, stopping (``train.max_steps`` /
+``train.max_minutes``), NaN detection, devices. The method only returns losses per phase
+(:class:`semsynth.methods.base.Method`). Modelled on NVlabs/edm's ``training_loop.py``.
+
+Determinism: the data order of step ``s`` is a function of ``(seed, s)`` alone (one
+permutation per epoch from a generator seeded with ``(seed, epoch)``), augmentations of an
+item are drawn from ``(seed, epoch, index)``, and all training noise and LabelMix bits come
+from one CPU ``torch.Generator`` whose state is checkpointed. On CPU, ``--resume`` after
+``k`` steps therefore gives bit-identical weights to an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn as nn
+from torch.utils.data import DataLoader, Dataset, Sampler as TorchSampler
+
+from semsynth.config import Config, atomic_write_bytes, config_to_dict, save_config
+from semsynth.data import build_dataset, dataset_info
+from semsynth.labels import colorize, one_hot, to_uint8_image
+from semsynth.registry import get_method
+from semsynth.train.checkpoint import (
+    capture_rng, checkpoint_config, config_differences, load_checkpoint, restore_rng,
+    save_checkpoint,
+)
+from semsynth.train.ema import ema_beta, make_ema, refresh_batchnorm, update_ema
+from semsynth.types import ConfigError, DatasetInfo, SemsynthError
+
+REFRESH_SEED_OFFSET = 1_000_003  # noise seeds of BatchNorm-refresh passes: offset + i
+GRID_SEED = 0  # EMA samples of grid column j use seed GRID_SEED + j
+
+
+class TrainingDiverged(SemsynthError):
+    """A loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` → CUDA if available else CPU; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def build_method(cfg: Config, info: DatasetInfo):
+    """Instantiate the method of ``cfg`` for the label space ``info``."""
+    cls = get_method(cfg.method)
+    return cls(cfg.model, info, cfg.data.height, cfg.data.width)
+
+
+class _EpochIndexed(Dataset):
+    """Maps a virtual index ``epoch·n + i`` to item ``i`` with augmentations of ``epoch``."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, v: int):
+        n = len(self.dataset)
+        self.dataset.set_epoch(v // n)
+        return self.dataset[v % n]
+
+
+class StepBatchSampler(TorchSampler):
+    """Batches of virtual indices for steps ``start_step, start_step + 1, ...`` (endless).
+
+    Step ``s`` takes batch ``s mod (n // B)`` of epoch ``s // (n // B)``, whose permutation
+    comes from a generator seeded with ``seed · 1_000_003 + epoch``; the last incomplete
+    batch of an epoch is dropped.
+    """
+
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0) -> None:
+        if n < batch_size:
+            raise ConfigError(f"batch size {batch_size} is larger than the dataset ({n} pairs)")
+        self.n, self.b, self.seed, self.start = n, batch_size, seed, start_step
+
+    def batch(self, step: int) -> list[int]:
+        per_epoch = self.n // self.b
+        epoch, j = divmod(step, per_epoch)
+        gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(self.n, generator=gen)[j * self.b:(j + 1) * self.b]
+        return [epoch * self.n + int(i) for i in perm]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        step = self.start
+        while True:
+            yield self.batch(step)
+            step += 1
+
+    def __len__(self) -> int:  # endless; DataLoader only needs it for len()
+        return 2**62
+
+
+@dataclass
+class TrainResult:
+    """What :func:`train` returns: final step, images seen, wall seconds, stop reason."""
+
+    step: int
+    images_seen: int
+    elapsed_seconds: float
+    stop_reason: str
+    out_dir: Path
+
+
+def _grid_image(label_rgb: np.ndarray, real: np.ndarray, samples: list[np.ndarray]) -> np.ndarray:
+    """One grid row per label map: colourised label | real | samples (uint8 HWC, 2-px gaps)."""
+    rows = []
+    for i in range(label_rgb.shape[0]):
+        tiles = [label_rgb[i], real[i]] + [s[i] for s in samples]
+        h = tiles[0].shape[0]
+        gap = np.full((h, 2, 3), 255, np.uint8)
+        row = np.concatenate(sum(([t, gap] for t in tiles), [])[:-1], axis=1)
+        rows.append(row)
+        rows.append(np.full((2, row.shape[1], 3), 255, np.uint8))
+    return np.concatenate(rows[:-1], axis=0)
+
+
+def _png_bytes(array: np.ndarray) -> bytes:
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class Trainer:
+    """State of one training run (method, EMA, optimizers, data, counters).
+
+    Args:
+        cfg: the run config.
+        out_dir: run folder (``config.yaml``, ``stats.jsonl``, ``samples/``, ``checkpoints/``).
+        resume: continue from ``out_dir/checkpoints/latest.pt``.
+        progress: show a tqdm progress bar.
+        evaluator: optional ``f(trainer) -> dict`` called every ``cfg.eval.every`` steps on
+            the val split; its ``"fid"`` selects ``checkpoints/best.pt``.
+
+    Raises:
+        ConfigError: resuming with a config that differs from the checkpoint's in a key
+            that changes what is computed (the message lists the keys), or ``resume``
+            without a checkpoint, or a fresh run in a folder that already holds one.
+    """
+
+    def __init__(self, cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
+                 progress: bool = True, evaluator: Callable | None = None) -> None:
+        self.cfg = cfg
+        self.out = Path(out_dir)
+        self.progress = progress
+        self.evaluator = evaluator
+        self.device = select_device(cfg.train.device)
+        if cfg.train.threads > 0:
+            torch.set_num_threads(cfg.train.threads)
+        latest = self.out / "checkpoints" / "latest.pt"
+        ckpt = None
+        if resume:
+            ckpt = load_checkpoint(latest) if latest.exists() else None
+            if ckpt is None:
+                raise ConfigError(f"--resume: no checkpoint at {latest}")
+            diffs = config_differences(checkpoint_config(ckpt, latest), cfg)
+            if diffs:
+                raise ConfigError(f"--resume: config differs from {latest}: " + "; ".join(diffs))
+        elif latest.exists():
+            raise ConfigError(f"{latest} exists: pass --resume to continue that run, or choose another --out")
+
+        torch.manual_seed(cfg.seed)
+        self.info = dataset_info(cfg.data)
+        self.method = build_method(cfg, self.info).to(self.device)
+        self.ema = make_ema(self.method.generator).eval()
+        self.optimizers = {
+            p: torch.optim.Adam(self.method.phase_parameters(p), lr=self.method.phase_lr(p, cfg.train),
+                                betas=tuple(float(b) for b in cfg.train.betas))
+            for p in self.method.phases
+        }
+        self.train_rng = torch.Generator().manual_seed(cfg.seed + 1)
+        self.step = 0
+        self.images_seen = 0
+        self.elapsed_before = 0.0
+        self.best: dict = {}
+        if ckpt is not None:
+            self.method.load_state_dict(ckpt["method"])
+            self.ema.load_state_dict(ckpt["ema"])
+            for p, opt in self.optimizers.items():
+                opt.load_state_dict(ckpt["optimizers"][p])
+            self.step = int(ckpt["step"])
+            self.images_seen = int(ckpt["images_seen"])
+            self.elapsed_before = float(ckpt["elapsed_seconds"])
+            self.best = dict(ckpt.get("best") or {})
+            restore_rng(ckpt["rng"], self.train_rng)
+
+        self.train_set = build_dataset(cfg.data, cfg.data.train_split, train=True, seed=cfg.seed)
+        self._refresh_set = build_dataset(cfg.data, cfg.data.train_split, train=False, seed=cfg.seed)
+        self._grid: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._saved_step = self.step if ckpt is not None else -1
+
+    # ----------------------------------------------------------------- helpers
+    def refresh_batches(self) -> Iterator[tuple[torch.Tensor, list[int]]]:
+        """Deterministic (one-hot, seeds) batches of training label maps for the BN refresh."""
+        n, b = len(self._refresh_set), self.cfg.train.batch_size
+        perm = torch.randperm(n, generator=torch.Generator().manual_seed(self.cfg.seed + 7))
+        count = self.cfg.train.ema.bn_refresh_batches
+        for k in range(count):
+            idx = [int(perm[(k * b + j) % n]) for j in range(b)]
+            label = torch.stack([self._refresh_set[i][1] for i in idx]).to(self.device)
+            seeds = [REFRESH_SEED_OFFSET + k * b + j for j in range(b)]
+            yield one_hot(label, self.info.semantic_nc), seeds
+
+    def refresh_ema_batchnorm(self) -> None:
+        """Recompute the EMA generator's BatchNorm statistics (before grids/evals/exports)."""
+        refresh_batchnorm(self.ema, self.refresh_batches())
+
+    def grid_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The first ``grid_labels`` val pairs (sorted by name), at training resolution."""
+        if self._grid is None:
+            val = build_dataset(self.cfg.data, self.cfg.data.val_split, train=False, seed=self.cfg.seed)
+            k = min(self.cfg.train.grid_labels, len(val))
+            items = [val[i] for i in range(k)]
+            self._grid = (torch.stack([x for x, _ in items]), torch.stack([y for _, y in items]))
+        return self._grid
+
+    @torch.no_grad()
+    def write_grid(self) -> Path:
+        """Write ``samples/step_NNNNNNN.png``: label | real | EMA samples (seeds 0..k-1)."""
+        image, label = self.grid_batch()
+        onehot = one_hot(label, self.info.semantic_nc).to(self.device)
+        samples = []
+        for j in range(self.cfg.train.grid_samples):
+            seeds = [GRID_SEED + j] * label.shape[0]
+            samples.append(to_uint8_image(self.ema(onehot, seeds=seeds)))
+        grid = _grid_image(colorize(label, self.info.palette), to_uint8_image(image), samples)
+        path = self.out / "samples" / f"step_{self.step:07d}.png"
+        atomic_write_bytes(path, _png_bytes(grid))
+        return path
+
+    def state(self, elapsed: float) -> dict:
+        """The full training state for a checkpoint."""
+        from dataclasses import asdict
+
+        return {
+            "config": config_to_dict(self.cfg),
+            "dataset_info": {k: v for k, v in asdict(self.info).items() if k != "extra"},
+            "method": self.method.state_dict(),
+            "ema": self.ema.state_dict(),
+            "optimizers": {p: o.state_dict() for p, o in self.optimizers.items()},
+            "step": self.step,
+            "images_seen": self.images_seen,
+            "elapsed_seconds": elapsed,
+            "rng": capture_rng(self.train_rng),
+            "best": self.best,
+        }
+
+    def save(self, elapsed: float, periodic: bool) -> None:
+        """Refresh EMA BatchNorm, then write ``latest.pt`` (and ``step_NNNNNNN.pt`` if periodic)."""
+        if self._saved_step == self.step:
+            return
+        self.refresh_ema_batchnorm()
+        state = self.state(elapsed)
+        ck = self.out / "checkpoints"
+        save_checkpoint(ck / "latest.pt", state)
+        if periodic:
+            save_checkpoint(ck / f"step_{self.step:07d}.pt", state)
+        self._saved_step = self.step
+
+    def _log(self, record: dict) -> None:
+        with open(self.out / "stats.jsonl", "a") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+    # -------------------------------------------------------------------- loop
+    def run(self) -> TrainResult:
+        """Train until ``max_steps`` or ``max_minutes``; returns a :class:`TrainResult`.
+
+        Raises:
+            TrainingDiverged: a non-finite loss (the last good checkpoint is kept).
+        """
+        from tqdm import tqdm
+
+        cfg, tc = self.cfg, self.cfg.train
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, self.out / "config.yaml")
+        loader = DataLoader(
+            _EpochIndexed(self.train_set),
+            batch_sampler=StepBatchSampler(len(self.train_set), tc.batch_size, cfg.seed, self.step),
+            num_workers=cfg.data.num_workers,
+            persistent_workers=cfg.data.num_workers > 0,
+            pin_memory=self.device.type == "cuda",
+        )
+        t0 = time.time()
+        limit_s = math.inf if tc.max_minutes is None else tc.max_minutes * 60.0
+        sums: dict[str, float] = {}
+        nsum = 0
+        t_log = time.time()
+        bar = tqdm(total=tc.max_steps, initial=self.step, disable=not self.progress,
+                   dynamic_ncols=True, unit="step", desc="train")
+        stop_reason = "max_steps"
+        it = iter(loader)
+        try:
+            while self.step < tc.max_steps:
+                if self.elapsed_before + time.time() - t0 >= limit_s:
+                    stop_reason = "max_minutes"
+                    break
+                image, label = next(it)
+                image = image.to(self.device, non_blocking=True)
+                label = label.to(self.device, non_blocking=True)
+                logs = {}
+                for phase in self.method.phases:
+                    params = list(self.method.phase_parameters(phase))
+                    for p in self.method.parameters():
+                        p.requires_grad_(False)
+                    for p in params:
+                        p.requires_grad_(True)
+                    opt = self.optimizers[phase]
+                    opt.zero_grad(set_to_none=True)
+                    losses = self.method.phase_losses(phase, image, label, self.train_rng)
+                    total = losses["total"]
+                    if not torch.isfinite(total):
+                        vals = {k: float(v) for k, v in losses.items()}
+                        raise TrainingDiverged(
+                            f"non-finite {phase} loss at step {self.step + 1}: {vals}; "
+                            f"the last good checkpoint is kept in {self.out / 'checkpoints'}"
+                        )
+                    total.backward()
+                    opt.step()
+                    for k, v in losses.items():
+                        if k != "total":
+                            logs[k] = float(v)
+                self.step += 1
+                self.images_seen += tc.batch_size
+                update_ema(self.ema, self.method.generator, ema_beta(tc.ema, tc.batch_size, self.images_seen))
+                for k, v in logs.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                nsum += 1
+                bar.update(1)
+                elapsed = self.elapsed_before + time.time() - t0
+                if self.step % tc.log_every == 0 or self.step == tc.max_steps:
+                    rec = {"step": self.step, "images_seen": self.images_seen, "seconds": round(elapsed, 3),
+                           "sec_per_step": round((time.time() - t_log) / max(nsum, 1), 4)}
+                    rec.update({k: v / nsum for k, v in sums.items()})
+                    self._log(rec)
+                    bar.set_postfix({k: f"{v / nsum:.3f}" for k, v in sums.items()})
+                    sums, nsum, t_log = {}, 0, time.time()
+                grid_now = self.step % tc.sample_every == 0
+                eval_now = self.evaluator is not None and cfg.eval.every > 0 and self.step % cfg.eval.every == 0
+                if grid_now or eval_now:
+                    self.refresh_ema_batchnorm()
+                if grid_now:
+                    self.write_grid()
+                if eval_now:
+                    self._evaluate(elapsed)
+                periodic = self.step % tc.checkpoint_every == 0
+                if periodic or self.step % tc.latest_every == 0:
+                    self.save(elapsed, periodic)
+        finally:
+            bar.close()
+        elapsed = self.elapsed_before + time.time() - t0
+        self.save(elapsed, periodic=False)
+        if self.step % tc.sample_every != 0:
+            self.write_grid()
+        return TrainResult(self.step, self.images_seen, elapsed, stop_reason, self.out)
+
+    def _evaluate(self, elapsed: float) -> None:
+        metrics = self.evaluator(self)
+        rec = {"step": self.step, "images_seen": self.images_seen, "seconds": round(elapsed, 3)}
+        rec.update({f"eval_{k}": v for k, v in metrics.items()})
+        fid = metrics.get("fid")
+        if fid is not None and (not self.best or fid < self.best["fid"]):
+            self.best = {"fid": float(fid), "step": self.step}
+            save_checkpoint(self.out / "checkpoints" / "best.pt", self.state(elapsed))
+            rec["best"] = True
+        self._log(rec)
+
+
+def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
+          evaluator: Callable | None = None) -> TrainResult:
+    """Train ``cfg`` into ``out_dir`` (see :class:`Trainer`)."""
+    return Trainer(cfg, out_dir, resume=resume, progress=progress, evaluator=evaluator).run()
