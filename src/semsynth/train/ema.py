@@ -8,6 +8,7 @@ presets: 0.9999, Cityscapes 0.999), or a half-life in images with ramp-up (NVlab
 from __future__ import annotations
 
 import copy
+import itertools
 from typing import Iterable
 
 import torch
@@ -70,9 +71,15 @@ def refresh_batchnorm(generator: nn.Module, batches: Iterable[tuple[torch.Tensor
         batches: ``(label_onehot (B, C, H, W), seeds [B ints])`` pairs.
 
     Returns:
-        Number of batches used.
+        Number of batches used (0, statistics untouched, if the generator has no BatchNorm
+        or no batches are given).
     """
     bns = [m for m in generator.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    it = iter(batches)
+    first = next(it, None) if bns else None
+    if first is None:  # nothing to refresh, or no batches: keep the statistics as they are
+        generator.eval()
+        return 0
     saved = [(m, m.momentum) for m in bns]
     for m in bns:
         m.reset_running_stats()
@@ -80,7 +87,7 @@ def refresh_batchnorm(generator: nn.Module, batches: Iterable[tuple[torch.Tensor
     generator.train()
     n = 0
     try:
-        for onehot, seeds in batches:
+        for onehot, seeds in itertools.chain([first], it):
             generator(onehot, seeds=seeds)
             n += 1
     finally:

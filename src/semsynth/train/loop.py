@@ -291,6 +291,8 @@ class Trainer:
         cfg, tc = self.cfg, self.cfg.train
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(cfg, self.out / "config.yaml")
+        if not self.method.phases:
+            return self._fit_once()
         loader = DataLoader(
             _EpochIndexed(self.train_set),
             batch_sampler=StepBatchSampler(len(self.train_set), tc.batch_size, cfg.seed, self.step),
@@ -370,6 +372,21 @@ class Trainer:
         if self.step % tc.sample_every != 0:
             self.write_grid()
         return TrainResult(self.step, self.images_seen, elapsed, stop_reason, self.out)
+
+    def _fit_once(self) -> TrainResult:
+        """Methods without phases (the class-mean painter): one pass over the train split."""
+        t0 = time.time()
+        loader = DataLoader(self.train_set, batch_size=self.cfg.train.batch_size, shuffle=False,
+                            num_workers=self.cfg.data.num_workers)
+        if self.step == 0:
+            self.method.fit((x.to(self.device), y.to(self.device)) for x, y in loader)
+            self.step, self.images_seen = len(loader), len(self.train_set)
+            self.ema.load_state_dict(self.method.generator.state_dict())
+        elapsed = self.elapsed_before + time.time() - t0
+        self._log({"step": self.step, "images_seen": self.images_seen, "seconds": round(elapsed, 3)})
+        self.save(elapsed, periodic=False)
+        self.write_grid()
+        return TrainResult(self.step, self.images_seen, elapsed, "fitted", self.out)
 
     def _evaluate(self, elapsed: float) -> None:
         metrics = self.evaluator(self)
