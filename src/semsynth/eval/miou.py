@@ -224,7 +224,7 @@ def segment_and_score(
             break
         if img is sentinel or lab is sentinel:
             raise ValueError(f"images and labels differ in length (after {count} pairs)")
-        t = torch.as_tensor(np.asarray(img)) if not torch.is_tensor(img) else img.detach()
+        t = torch.from_numpy(np.array(img)) if not torch.is_tensor(img) else img.detach()
         if t.dim() == 4 and t.shape[0] == 1:
             t = t[0]
         if t.dtype == torch.uint8:

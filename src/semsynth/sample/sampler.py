@@ -48,17 +48,24 @@ class Sampler:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
                         use_ema: bool = True) -> "Sampler":
-        """Build from a training checkpoint (EMA generator by default; its BatchNorm
-        statistics were refreshed when the checkpoint was written).
+        """Build from a training checkpoint or an export folder (:mod:`semsynth.export`);
+        the EMA generator by default (its BatchNorm statistics were refreshed when the
+        checkpoint was written).
 
         Raises:
             FileNotFoundError, ConfigError: missing or invalid checkpoint (names the file).
         """
         from semsynth.data import dataset_info
+        from semsynth.export import export_as_checkpoint
         from semsynth.train.checkpoint import checkpoint_config, load_checkpoint
         from semsynth.train.loop import build_method
 
-        ckpt = load_checkpoint(path, map_location="cpu")
+        if Path(path).is_dir():
+            ckpt = export_as_checkpoint(path)
+            if not use_ema:
+                raise ValueError(f"{path}: an export holds only the EMA generator")
+        else:
+            ckpt = load_checkpoint(path, map_location="cpu")
         cfg = checkpoint_config(ckpt, path)
         info = _info_from_checkpoint(ckpt) or dataset_info(cfg.data)
         method = build_method(cfg, info)

@@ -165,6 +165,10 @@ class Trainer:
         self.device = select_device(cfg.train.device)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
+        if self.device.type == "cuda":  # TF32 convolutions/matmuls and tuned kernels on GPUs
+            torch.backends.cuda.matmul.allow_tf32 = True
+            torch.backends.cudnn.allow_tf32 = True
+            torch.backends.cudnn.benchmark = True
         latest = self.out / "checkpoints" / "latest.pt"
         ckpt = None
         if resume:
@@ -338,7 +342,7 @@ class Trainer:
                     opt.step()
                     for k, v in losses.items():
                         if k != "total":
-                            logs[k] = float(v)
+                            logs[k] = float(v.detach())
                 self.step += 1
                 self.images_seen += tc.batch_size
                 update_ema(self.ema, self.method.generator, ema_beta(tc.ema, tc.batch_size, self.images_seen))

@@ -489,7 +489,7 @@ class Segmenter:
         Raises:
             ValueError: not uint8, or not ``(N, H, W, 3)`` / ``(H, W, 3)``.
         """
-        t = torch.as_tensor(np.asarray(images)) if not torch.is_tensor(images) else images
+        t = torch.from_numpy(np.array(images)) if not torch.is_tensor(images) else images
         if t.dtype != torch.uint8:
             raise ValueError(f"predict_uint8() takes uint8 images, got {t.dtype}")
         if t.dim() == 3:

@@ -1,0 +1,107 @@
+"""Export a trained generator as safetensors: what a user needs to sample, nothing more.
+
+An export folder holds ``config.yaml`` (the run config), ``export.json`` (format, step,
+dataset label space, shard list) and ``generator-NNNNN.safetensors`` shards of the EMA
+generator's state dict (BatchNorm statistics refreshed when the checkpoint was written),
+each at most ``max_shard_mb``. :class:`semsynth.sample.sampler.Sampler` loads an export
+folder exactly as it loads a checkpoint. Files are written atomically; the folder is
+complete only once ``export.json`` exists (written last).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from semsynth.config import atomic_write_bytes, config_to_yaml
+from semsynth.types import ConfigError
+
+EXPORT_FORMAT = "semsynth-export-v1"
+
+
+def export_generator(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, max_shard_mb: float = 15.0,
+                     use_ema: bool = True) -> Path:
+    """Write the (EMA) generator of ``checkpoint`` to ``out_dir``.
+
+    Args:
+        checkpoint: a training checkpoint (``.pt``).
+        out_dir: export folder (created).
+        max_shard_mb: largest shard size in MiB (a single tensor larger than this gets a
+            shard of its own).
+        use_ema: export the EMA generator (default) or the raw one.
+
+    Returns:
+        The path of ``export.json``.
+    """
+    from safetensors.torch import save
+
+    from semsynth.train.checkpoint import checkpoint_config, load_checkpoint
+
+    ckpt = load_checkpoint(checkpoint)
+    cfg = checkpoint_config(ckpt, checkpoint)
+    if use_ema:
+        state = ckpt["ema"]
+    else:
+        state = {k[len("generator."):]: v for k, v in ckpt["method"].items() if k.startswith("generator.")}
+    out = Path(out_dir)
+    limit = max_shard_mb * 2**20
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for k, v in state.items():
+        nbytes = v.numel() * v.element_size()
+        if shards[-1] and size + nbytes > limit:
+            shards.append({})
+            size = 0
+        shards[-1][k] = v.detach().contiguous().cpu()
+        size += nbytes
+    names = []
+    for i, shard in enumerate(shards):
+        name = f"generator-{i:05d}.safetensors"
+        atomic_write_bytes(out / name, save(shard))
+        names.append(name)
+    atomic_write_bytes(out / "config.yaml", config_to_yaml(cfg).encode())
+    meta = {"format": EXPORT_FORMAT, "step": int(ckpt["step"]), "images_seen": int(ckpt["images_seen"]),
+            "ema": use_ema, "dataset_info": ckpt["dataset_info"], "shards": names}
+    atomic_write_bytes(out / "export.json", (json.dumps(meta, indent=1) + "\n").encode())
+    return out / "export.json"
+
+
+def load_export(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]:
+    """Read an export folder.
+
+    Returns:
+        ``(meta, state_dict)``; ``meta["config"]`` holds the run config as a plain dict.
+
+    Raises:
+        ConfigError: no ``export.json``, another format, or a missing shard (names the file).
+    """
+    from omegaconf import OmegaConf
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    meta_path = path / "export.json"
+    if not meta_path.is_file():
+        raise ConfigError(f"{path}: not a semsynth export (no export.json)")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("format") != EXPORT_FORMAT:
+        raise ConfigError(f"{meta_path}: unknown export format {meta.get('format')!r}")
+    state: dict[str, torch.Tensor] = {}
+    for name in meta["shards"]:
+        shard = path / name
+        if not shard.is_file():
+            raise ConfigError(f"{shard}: shard listed in export.json is missing")
+        state.update(load_file(str(shard)))
+    meta["config"] = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"))
+    return meta, state
+
+
+def export_as_checkpoint(path: str | os.PathLike) -> dict:
+    """An export folder as a checkpoint-like dict (``config``, ``dataset_info``, ``ema``, ``step``)."""
+    meta, state = load_export(path)
+    return {"config": meta["config"], "dataset_info": meta["dataset_info"], "ema": state,
+            "step": meta["step"], "images_seen": meta["images_seen"]}
+
+
