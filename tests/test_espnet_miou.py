@@ -3,17 +3,15 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from semsynth.eval.miou import (
-    CAMVID_VOID,
-    ConfusionMatrix,
-    load_camvid_split,
-    segment_and_score,
-)
+from semsynth.config import DataConfig
+from semsynth.data import build_dataset
+from semsynth.eval.miou import CAMVID_VOID, ConfusionMatrix, segment_and_score
 from semsynth.eval.segmenters.espnet import (
     ESPNet,
     cityscapes_label_to_train_id,
@@ -22,15 +20,7 @@ from semsynth.eval.segmenters.espnet import (
 )
 
 WEIGHTS = default_weights_dir()
-HAVE_WEIGHTS = (WEIGHTS / "espnet_camvid_p2q8.pth").is_file()
-try:
-    load_camvid_split(limit=1)
-    HAVE_CAMVID = True
-except FileNotFoundError:
-    HAVE_CAMVID = False
-
-needs_weights = pytest.mark.skipif(not HAVE_WEIGHTS, reason=f"no ESPNet weights in {WEIGHTS}")
-needs_data = pytest.mark.skipif(not (HAVE_WEIGHTS and HAVE_CAMVID), reason="no CamVid val data")
+CAMVID = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "camvid"
 
 
 # ---------------------------------------------------------------- confusion matrix
@@ -116,7 +106,6 @@ def test_corrupted_weights(tmp_path):
         load_espnet("camvid", weights_dir=tmp_path)
 
 
-@needs_weights
 def test_espnet_loads_strictly():
     for name, c, skip in [("camvid", 12, "br"), ("cityscapes", 20, "conv")]:
         sd = torch.load(WEIGHTS / f"espnet_{name}_p2q8.pth", map_location="cpu", weights_only=True)
@@ -135,11 +124,12 @@ def test_espnet_loads_strictly():
 @pytest.fixture(scope="module")
 def camvid5():
     seg = load_espnet("camvid", batch_size=5)
-    _, imgs, labs = load_camvid_split(split="val", limit=5)
+    ds = build_dataset(DataConfig(dataset="camvid", root=str(CAMVID)), "val", train=False)
+    imgs = np.stack([ds.load_image(i) for i in range(5)])
+    labs = np.stack([ds.load_label(i) for i in range(5)])
     return seg, imgs, labs
 
 
-@needs_data
 def test_espnet_camvid_real_miou(camvid5):
     seg, imgs, labs = camvid5
     assert imgs.shape == (5, 360, 480, 3) and imgs.dtype == np.uint8
@@ -151,7 +141,6 @@ def test_espnet_camvid_real_miou(camvid5):
     assert len(r["per_class_iou"]) == 11
 
 
-@needs_data
 def test_espnet_float_path_matches_uint8(camvid5):
     seg, imgs, labs = camvid5
     pu = seg.predict_uint8(imgs)

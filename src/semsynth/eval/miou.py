@@ -2,9 +2,9 @@
 
 The segmentation-based metric of semantic image synthesis (pix2pixHD, SPADE, OASIS): segment
 the (generated or real) images with a fixed pretrained network and compare its predictions
-with the input label maps. This module holds the confusion matrix, a general
-segment-and-score loop, and the real-CamVid reference run (``shared/README.md``: val mIoU
-69.36, pixel accuracy 93.30 with the ESPNet CamVid judge).
+with the input label maps. This module holds the confusion matrix and a general
+segment-and-score loop. The real-image reference run is ``semsynth eval-real --native``
+(``shared/README.md``: CamVid val mIoU 69.36, pixel accuracy 93.30 with the ESPNet judge).
 
 Public API::
 
@@ -12,15 +12,10 @@ Public API::
         .update(pred, target, ignore_index=None) / .compute() -> dict / .reset()
     segment_and_score(segmenter, images, labels, ignore_index=None, batch_size=None,
                       class_names=None) -> dict
-    load_camvid_split(root=None, split="val", limit=None) -> (names, images_uint8, labels)
-    score_real_camvid(limit=None, root=None, split="val", segmenter=None,
-                      batch_size=8) -> dict
 """
 
 from __future__ import annotations
 
-import os
-from pathlib import Path
 from typing import Iterable, Sequence
 
 import numpy as np
@@ -30,8 +25,6 @@ import torch.nn.functional as F
 __all__ = [
     "ConfusionMatrix",
     "segment_and_score",
-    "load_camvid_split",
-    "score_real_camvid",
     "CAMVID_VOID",
 ]
 
@@ -252,89 +245,3 @@ def segment_and_score(
     out = cm.compute()
     out["num_images"] = count
     return out
-
-
-def _default_camvid_root() -> Path:
-    env = os.environ.get("SEMSYNTH_DATA")
-    if env:
-        return Path(os.path.expanduser(env)) / "camvid"
-    # src/semsynth/eval/miou.py -> parents[3] is the repository root.
-    return (Path(__file__).resolve().parents[3].parent / "shared" / "datasets" / "camvid").resolve()
-
-
-def load_camvid_split(
-    root: str | os.PathLike | None = None, split: str = "val", limit: int | None = None
-) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Read a CamVid (SegNet layout) split: ``<root>/<split>/*.png`` + ``<root>/<split>annot``.
-
-    Args:
-        root: CamVid folder; ``None`` → ``$SEMSYNTH_DATA/camvid``, else
-            ``<repo>/../shared/datasets/camvid``.
-        split: ``"train"`` or ``"val"`` (folders ``<split>`` and ``<split>annot``).
-        limit: keep the first ``limit`` files sorted by name (``None``: all).
-
-    Returns:
-        ``(names, images, labels)``: file names (sorted); uint8 ``(N, 360, 480, 3)`` RGB;
-        int64 ``(N, 360, 480)`` ids 0-10, 11 = void.
-
-    Raises:
-        FileNotFoundError: the image folder does not exist or holds no PNG, or an
-            annotation file is missing.
-    """
-    from PIL import Image
-
-    base = Path(root) if root is not None else _default_camvid_root()
-    img_dir, lab_dir = base / split, base / f"{split}annot"
-    names = sorted(p.name for p in img_dir.glob("*.png")) if img_dir.is_dir() else []
-    if not names:
-        raise FileNotFoundError(f"no CamVid images in {img_dir}")
-    if limit is not None:
-        names = names[:limit]
-    imgs, labs = [], []
-    for n in names:
-        lp = lab_dir / n
-        if not lp.is_file():
-            raise FileNotFoundError(f"CamVid annotation missing: {lp}")
-        with Image.open(img_dir / n) as im:
-            imgs.append(np.asarray(im.convert("RGB"), dtype=np.uint8))
-        with Image.open(lp) as lb:
-            labs.append(np.asarray(lb, dtype=np.int64))
-    return names, np.stack(imgs), np.stack(labs)
-
-
-def score_real_camvid(
-    limit: int | None = None,
-    root: str | os.PathLike | None = None,
-    split: str = "val",
-    segmenter=None,
-    batch_size: int = 8,
-) -> dict:
-    """mIoU of the ESPNet CamVid judge on real CamVid images at native 480×360.
-
-    Real uint8 images are fed exactly (``predict_uint8``), argmax over the 11 real classes,
-    void (11) ground-truth pixels excluded, one confusion matrix over the split. Reference
-    (``shared/README.md``, measured here): val, all 101 → mIoU 69.36, pixel acc 93.30;
-    first 20 sorted by name → 68.02; first 5 → 69.19.
-
-    Args:
-        limit: first ``limit`` images sorted by file name (``None``: all).
-        root: CamVid folder (see :func:`load_camvid_split`).
-        split: ``"val"`` (default) or ``"train"``.
-        segmenter: a judge; default ``load_espnet("camvid")``.
-        batch_size: images per forward pass.
-
-    Returns:
-        :func:`segment_and_score`'s dict (``miou``, ``pixel_acc``, ``per_class_iou``,
-        ``matrix``, ``num_pixels``, ``num_images``).
-
-    Raises:
-        FileNotFoundError: data or weights missing.
-    """
-    if segmenter is None:
-        from semsynth.eval.segmenters.espnet import load_espnet
-
-        segmenter = load_espnet("camvid")
-    _, imgs, labs = load_camvid_split(root, split, limit)
-    return segment_and_score(
-        segmenter, list(imgs), list(labs), ignore_index=CAMVID_VOID, batch_size=batch_size
-    )
