@@ -48,7 +48,7 @@ def test_export_round_trip_gives_the_same_images(tiny_ckpt, tmp_path):
     meta = json.loads((tmp_path / "exp" / "export.json").read_text())
     assert len(meta["shards"]) > 1  # sharded
     a, b = Sampler.from_checkpoint(ckpt), Sampler.from_checkpoint(tmp_path / "exp")
-    label = torch.randint(0, 12, (3, 32, 48))
+    label = torch.randint(0, 12, (3, 48, 64))
     assert torch.equal(a.generate(label, seeds=[5, 6, 7]), b.generate(label, seeds=[5, 6, 7]))
 
 
@@ -60,7 +60,7 @@ def test_eval_json_on_a_tiny_run(tiny_ckpt, tmp_path, capsys):
     for key in ("fid", "miou", "pixel_acc", "per_class_iou", "ms_ssim", "lpips", "n_images", "resolution",
                 "split", "seconds"):
         assert key in res, key
-    assert res["n_images"] == 4 and res["resolution"] == [32, 48] and res["split"] == "val"
+    assert res["n_images"] == 4 and res["resolution"] == [48, 64] and res["split"] == "val"
     assert res["fid"] > 0 and 0 <= res["miou"] <= 100 and 0 <= res["pixel_acc"] <= 100
     assert "absent" not in res
     assert (tmp_path / "ev" / "metrics.json").is_file()
@@ -96,3 +96,17 @@ def test_eval_real_native_first_five_camvid(capsys):
 def test_eval_rejects_an_unknown_metric(tiny_ckpt, capsys):
     assert main(["eval", str(tiny_ckpt / "checkpoints" / "latest.pt"), "--metrics", "fid,iq"]) == 2
     assert "iq" in capsys.readouterr().err
+
+
+def test_checkpoint_selection_on_val_keeps_best(tmp_path):
+    out = tmp_path / "sel"
+    assert main(["train", str(TINY), "--out", str(out), "--no-progress", "--set", "train.max_steps=4",
+                 "--set", "eval.every=2", "--set", "eval.num_images=4"]) == 0
+    recs = [json.loads(x) for x in (out / "stats.jsonl").read_text().splitlines()]
+    evals = [r for r in recs if "eval_fid" in r]
+    assert [r["step"] for r in evals] == [2, 4]
+    best = min(evals, key=lambda r: r["eval_fid"])
+    from semsynth.train.checkpoint import load_checkpoint
+
+    ck = load_checkpoint(out / "checkpoints" / "best.pt")
+    assert ck["step"] == best["step"] and ck["best"]["fid"] == pytest.approx(best["eval_fid"])

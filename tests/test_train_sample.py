@@ -43,8 +43,8 @@ def test_train_writes_the_run_folder(tiny_run):
         assert all(np.isfinite(v) for v in r.values())
     assert (out / "samples" / "step_0000004.png").is_file()
     grid = Image.open(out / "samples" / "step_0000004.png")
-    # 2 label maps x (label | real | 2 samples), 48x32 tiles with 2-px gaps
-    assert grid.size == (4 * 48 + 3 * 2, 2 * 32 + 2)
+    # 2 label maps x (label | real | 2 samples), 64x48 tiles with 2-px gaps
+    assert grid.size == (4 * 64 + 3 * 2, 2 * 48 + 2)
     ckpt = load_checkpoint(out / "checkpoints" / "latest.pt")
     assert ckpt["step"] == 6 and ckpt["images_seen"] == 12
     assert set(ckpt["optimizers"]) == {"G", "D"}
@@ -141,7 +141,7 @@ def test_sample_seeds_and_local_resampling(tiny_run, tmp_path):
     assert len(files) == 6
     a = np.asarray(Image.open(out / f"{labels[0].stem}_seed0.png"))
     b = np.asarray(Image.open(out / f"{labels[0].stem}_seed1.png"))
-    assert a.shape == (32, 48, 3)
+    assert a.shape == (48, 64, 3)
     assert not np.array_equal(a, b)
     # same seed, again -> same image
     out2 = tmp_path / "out2"
