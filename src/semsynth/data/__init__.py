@@ -1,20 +1,74 @@
-from pathlib import Path
-from semsynth.config import data_root
-from semsynth.types import DatasetInfo
-from semsynth.data.base import PairedDataset
+"""The data layer: paired (image, label map) datasets and their label spaces.
 
-CAMVID = DatasetInfo("camvid", ("Sky", "Building", "Pole", "Road", "Pavement", "Tree", "SignSymbol", "Fence", "Car", "Pedestrian", "Bicyclist", "Void"),
-    ((128,128,128),(128,0,0),(192,192,128),(128,64,128),(60,40,222),(128,128,0),(192,128,128),(64,64,128),(64,0,128),(64,64,0),(0,128,192),(0,0,0)), 11)
+Built-in datasets (registry name → module):
+
+* ``camvid`` → :mod:`~semsynth.data.camvid` (SegNet split, 11 classes + void)
+* ``cityscapes`` → :mod:`~semsynth.data.cityscapes` (labelIds 0-33)
+* ``ade20k`` → :mod:`~semsynth.data.ade20k` (150 classes + other)
+* ``coco_stuff`` → :mod:`~semsynth.data.coco_stuff` (182 labels + unlabeled)
+* ``stanford_background`` → :mod:`~semsynth.data.stanford_background` (8 classes + unknown)
+* ``folder`` → :mod:`~semsynth.data.folder` (your own images, labels and ``classes.yaml``)
+
+A dataset item is ``(image, label)``: image ``(3, H, W)`` float32 in [-1, 1], label
+``(H, W)`` int64 ids in ``0 .. info.semantic_nc - 1``. See :mod:`semsynth.data.base`.
+"""
+
+from __future__ import annotations
+
+from semsynth.config import DataConfig
+from semsynth.data import ade20k, camvid, cityscapes, coco_stuff, folder, stanford_background  # noqa: F401 (registers)
+from semsynth.data.base import PairedDataset, read_image, read_label
+from semsynth.data.transforms import PairedTransform
+from semsynth.registry import get_dataset
+from semsynth.types import ConfigError, DatasetInfo
+
+__all__ = ["PairedDataset", "PairedTransform", "build_dataset", "dataset_info", "read_image", "read_label"]
 
 
-def dataset_info(cfg):
-    return CAMVID
+def _factory(cfg: DataConfig):
+    try:
+        return get_dataset(cfg.dataset)
+    except KeyError as exc:
+        raise ConfigError(f"data.dataset: {exc.args[0]}") from None
 
 
-def build_dataset(cfg, split, train, seed=0):
-    root = data_root(cfg, "camvid")
-    imgs = sorted((root / split).glob("*.png"))
-    pairs = [(p, root / f"{split}annot" / p.name) for p in imgs]
-    ds = PairedDataset(pairs, CAMVID, cfg.height, cfg.width, cfg.flip, train, seed, cfg.cache)
-    ds.root = root
-    return ds
+def build_dataset(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> PairedDataset:
+    """The dataset ``cfg.dataset`` for one split.
+
+    Args:
+        cfg: data config (dataset name, root, sizes, flip, cache, options).
+        split: split name (``cfg.train_split`` / ``cfg.val_split``, e.g. ``train``, ``val``).
+        train: training items (random crop/flip drawn per item from
+            ``default_rng([seed, epoch, index])``); ``False``: deterministic items.
+        seed: base seed of the per-item randomness.
+
+    Returns:
+        A :class:`~semsynth.data.base.PairedDataset`: items ``(image (3, h, w) float32 in
+        [-1, 1], label (h, w) int64)``, plus ``info``, ``pairs``, ``names``,
+        ``load_image(i)``, ``load_label(i)``, ``set_epoch(e)``.
+
+    Raises:
+        ConfigError: unknown dataset name, unknown ``options`` key, inconsistent sizes.
+        DataError: missing or empty folders, unpaired files, malformed class list.
+    """
+    return _factory(cfg)(cfg, split, train, seed)
+
+
+def dataset_info(cfg: DataConfig) -> DatasetInfo:
+    """The label space of ``cfg.dataset`` without scanning the data.
+
+    Fixed for the built-in datasets (ADE20K reads ``objectInfo150.txt`` for the names if
+    present); the folder dataset reads its ``classes.yaml``.
+
+    Raises:
+        ConfigError: unknown dataset name.
+        DataError: folder dataset without a valid class list.
+    """
+    factory = _factory(cfg)
+    fn = getattr(factory, "dataset_info", None)
+    if fn is not None:
+        return fn(cfg)
+    info = getattr(factory, "INFO", None)  # third-party datasets may expose a constant
+    if isinstance(info, DatasetInfo):
+        return info
+    raise ConfigError(f"dataset {cfg.dataset!r} does not provide its label space (dataset_info)")

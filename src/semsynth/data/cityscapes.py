@@ -1,0 +1,128 @@
+"""Cityscapes, fine annotations (Cordts et al., "The Cityscapes Dataset for Semantic Urban
+Scene Understanding", CVPR 2016; label table of the official ``cityscapesScripts``,
+``helpers/labels.py``).
+
+Layout (official)::
+
+    <root>/leftImg8bit/<split>/<city>/<city>_<seq>_<frame>_leftImg8bit.png
+    <root>/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
+
+(``gtFine`` also holds ``*_color.png``, ``*_instanceIds.png``, ``*_polygons.json``; only
+``*_gtFine_labelIds.png`` is read.) Splits: ``train`` (2,975), ``val`` (500), ``test``.
+
+Label ids are the 34 labelIds 0-33 (not the 19 trainIds): 0 = unlabeled is the don't-care
+id, ``semantic_nc`` = 34. The other void ids (1-6) and the ids ignored in the official
+evaluation (9, 10, 14-16, 18, 29, 30) are ordinary input channels here, as in SPADE/OASIS;
+the mIoU judge maps labelIds to trainIds itself. The item name is
+``<city>_<seq>_<frame>``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from semsynth.config import DataConfig, data_root
+from semsynth.data.base import PairedDataset, check_options, list_files, pair_by_key
+from semsynth.data.transforms import transform_from_config
+from semsynth.registry import register_dataset
+from semsynth.types import DataError, DatasetInfo
+
+__all__ = ["INFO", "LABELS", "Cityscapes"]
+
+IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_SUFFIX = "_gtFine_labelIds.png"
+
+#: (labelId, name, RGB colour) of cityscapesScripts ``labels.py`` (license plate, id -1,
+#: is not drawn into labelIds images).
+LABELS = (
+    (0, "unlabeled", (0, 0, 0)),
+    (1, "ego vehicle", (0, 0, 0)),
+    (2, "rectification border", (0, 0, 0)),
+    (3, "out of roi", (0, 0, 0)),
+    (4, "static", (0, 0, 0)),
+    (5, "dynamic", (111, 74, 0)),
+    (6, "ground", (81, 0, 81)),
+    (7, "road", (128, 64, 128)),
+    (8, "sidewalk", (244, 35, 232)),
+    (9, "parking", (250, 170, 160)),
+    (10, "rail track", (230, 150, 140)),
+    (11, "building", (70, 70, 70)),
+    (12, "wall", (102, 102, 156)),
+    (13, "fence", (190, 153, 153)),
+    (14, "guard rail", (180, 165, 180)),
+    (15, "bridge", (150, 100, 100)),
+    (16, "tunnel", (150, 120, 90)),
+    (17, "pole", (153, 153, 153)),
+    (18, "polegroup", (153, 153, 153)),
+    (19, "traffic light", (250, 170, 30)),
+    (20, "traffic sign", (220, 220, 0)),
+    (21, "vegetation", (107, 142, 35)),
+    (22, "terrain", (152, 251, 152)),
+    (23, "sky", (70, 130, 180)),
+    (24, "person", (220, 20, 60)),
+    (25, "rider", (255, 0, 0)),
+    (26, "car", (0, 0, 142)),
+    (27, "truck", (0, 0, 70)),
+    (28, "bus", (0, 60, 100)),
+    (29, "caravan", (0, 0, 90)),
+    (30, "trailer", (0, 0, 110)),
+    (31, "train", (0, 80, 100)),
+    (32, "motorcycle", (0, 0, 230)),
+    (33, "bicycle", (119, 11, 32)),
+)
+
+#: Cityscapes label space: labelIds 0-33, 0 (unlabeled) = don't-care.
+INFO = DatasetInfo(
+    name="cityscapes",
+    class_names=tuple(n for _, n, _ in LABELS),
+    palette=tuple(c for _, _, c in LABELS),
+    ignore_index=0,
+    extra={"title": "Cityscapes"},
+)
+
+
+def _key(path: Path, suffix: str) -> tuple[str, str]:
+    return (path.parent.name, path.name[: -len(suffix)])
+
+
+@register_dataset("cityscapes")
+class Cityscapes(PairedDataset):
+    """Cityscapes fine annotations (official layout, see the module docstring).
+
+    Items: image ``(3, H, W)`` float32 in [-1, 1], label ``(H, W)`` int64 labelIds in 0-33
+    (0 = unlabeled = ``ignore_index``).
+
+    Args:
+        cfg: data config (``root`` or ``$SEMSYNTH_DATA/cityscapes``).
+        split: ``train``, ``val`` or ``test``.
+        train: random crop/flip per item.
+        seed: base seed of the per-item randomness.
+
+    Raises:
+        DataError: missing/empty folders, unpaired files.
+    """
+
+    def __init__(self, cfg: DataConfig, split: str, train: bool, seed: int = 0) -> None:
+        check_options(cfg.options, (), "cityscapes")
+        root = data_root(cfg, "cityscapes")
+        img_dir, lab_dir = root / "leftImg8bit" / split, root / "gtFine" / split
+        images, labels = {}, {}
+        for files, suffix, out in ((list_files(img_dir, None, IMAGE_SUFFIX, recursive=True), IMAGE_SUFFIX, images),
+                                   (list_files(lab_dir, None, LABEL_SUFFIX, recursive=True), LABEL_SUFFIX, labels)):
+            for f in files:
+                k = _key(f, suffix)
+                if k in out:
+                    raise DataError(f"two files for {k[1]} in city {k[0]}: {out[k]} and {f}")
+                out[k] = f
+        super().__init__(pair_by_key(images, labels, img_dir, lab_dir), INFO, transform_from_config(cfg, train),
+                         train=train, seed=seed, cache=cfg.cache, root=root)
+
+    def name_of(self, image_path: Path) -> str:
+        """``<city>_<seq>_<frame>`` (the image file name without ``_leftImg8bit.png``)."""
+        n = Path(image_path).name
+        return n[: -len(IMAGE_SUFFIX)] if n.endswith(IMAGE_SUFFIX) else Path(image_path).stem
+
+    @staticmethod
+    def dataset_info(cfg: DataConfig | None = None) -> DatasetInfo:
+        """The label space (no file is read)."""
+        return INFO

@@ -1,0 +1,259 @@
+"""Your own data: a folder of paired images and label maps plus a class list.
+
+Layout::
+
+    <root>/classes.yaml               (or classes.txt, see below)
+    <root>/<split>/images/<stem>.png  RGB images (.png, .jpg, .jpeg, .bmp, .webp, .tif)
+    <root>/<split>/labels/<stem>.png  label maps, paired with the images by file stem
+
+e.g. ``<root>/train/images/0001.jpg`` + ``<root>/train/labels/0001.png`` and the same under
+``<root>/val/``. Every image needs a label of the same size and every label an image.
+
+Label maps come in one of two formats (``label_format``):
+
+* ``id`` (default): single-channel PNGs (grey ``L``, 16-bit grey, or palette ``P``, whose
+  palette *indices* are read) whose pixel values are the label ids ``0 .. N-1``;
+* ``color``: RGB PNGs (palette PNGs are read through their palette) whose colours are the
+  class colours of ``classes.yaml``; a colour not in the list is an error naming the file
+  and the colour.
+
+``classes.yaml`` lists the classes in id order (id 0 first)::
+
+    name: my_streets          # optional; the dataset's name (default "folder")
+    label_format: color       # optional: id (default) or color
+    ignore_index: 3           # optional: the don't-care id (or its class name, e.g. void)
+    classes:
+      - name: sky
+        color: [128, 128, 128]  # RGB 0-255; required for label_format color
+      - name: road
+        color: [128, 64, 128]
+      - name: car
+        color: [64, 0, 128]
+      - name: void
+        color: [0, 0, 0]
+
+A plain list of names also works for id labels (``classes: [sky, road, car, void]``;
+colours are then taken from the VOC colour map). ``classes.txt`` is the same list, one class
+per line in id order, as ``name``, ``name R G B``, optionally followed by the word
+``ignore`` to mark the don't-care class; blank lines and lines starting with ``#`` are
+skipped::
+
+    sky 128 128 128
+    road 128 64 128
+    car 64 0 128
+    void 0 0 0 ignore
+
+``DataConfig.options`` may override the file: ``label_format: id|color``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from semsynth.config import DataConfig, data_root
+from semsynth.data.base import (PairedDataset, _open, check_options, color_map, index_by_stem, list_files,
+                                pair_by_key, read_label)
+from semsynth.data.transforms import transform_from_config
+from semsynth.registry import register_dataset
+from semsynth.types import DataError, DatasetInfo
+
+__all__ = ["FolderDataset", "folder_info", "read_color_label", "LABEL_FORMATS", "OPTIONS"]
+
+LABEL_FORMATS = ("id", "color")
+#: Keys of ``DataConfig.options`` the folder dataset accepts.
+OPTIONS = ("label_format",)
+
+
+def _parse_color(value, where: str) -> tuple[int, int, int]:
+    if (not isinstance(value, (list, tuple)) or len(value) != 3
+            or not all(isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in value)):
+        raise DataError(f"{where}: colour must be three integers 0-255, got {value!r}")
+    return (int(value[0]), int(value[1]), int(value[2]))
+
+
+def _load_yaml(path: Path) -> dict:
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise DataError(f"cannot read class list {path}: {exc}") from None
+    if not isinstance(data, dict) or "classes" not in data:
+        raise DataError(f"class list {path}: expected a mapping with a 'classes' list")
+    return data
+
+
+def _load_txt(path: Path) -> dict:
+    classes, ignore = [], None
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except OSError as exc:
+        raise DataError(f"cannot read class list {path}: {exc}") from None
+    for n, line in enumerate(lines, 1):
+        tokens = line.split()
+        if not tokens or tokens[0].startswith("#"):
+            continue
+        if len(tokens) >= 2 and tokens[-1].lower() == "ignore":
+            if ignore is not None:
+                raise DataError(f"class list {path} line {n}: a second class is marked ignore")
+            ignore = len(classes)
+            tokens = tokens[:-1]
+        entry: dict = {"name": " ".join(tokens)}
+        if len(tokens) >= 4 and all(t.lstrip("-").isdigit() for t in tokens[-3:]):
+            entry = {"name": " ".join(tokens[:-3]), "color": [int(t) for t in tokens[-3:]]}
+        classes.append(entry)
+    return {"classes": classes, "ignore_index": ignore}
+
+
+def _class_file(root: Path) -> Path:
+    for name in ("classes.yaml", "classes.yml", "classes.txt"):
+        if (root / name).is_file():
+            return root / name
+    raise DataError(f"class list not found: {root / 'classes.yaml'} (or classes.txt)")
+
+
+def folder_info(cfg: DataConfig) -> DatasetInfo:
+    """The label space of a folder dataset, read from ``<root>/classes.yaml`` (or .txt).
+
+    Only the class list is read (no image or label). ``info.extra`` holds
+    ``label_format`` (``id`` or ``color``, after ``cfg.options``) and ``has_colors``.
+
+    Raises:
+        DataError: no class list, or a malformed one (names the file and the entry):
+            empty list, bad colour, repeated colour (colour format), missing colours
+            (colour format), ``ignore_index`` out of range or unknown class name.
+        ConfigError: unknown ``cfg.options`` key.
+    """
+    opts = check_options(cfg.options, OPTIONS, "folder")
+    root = data_root(cfg, "folder")
+    path = _class_file(root)
+    data = _load_txt(path) if path.suffix == ".txt" else _load_yaml(path)
+    raw = data.get("classes")
+    if not isinstance(raw, list) or not raw:
+        raise DataError(f"class list {path}: 'classes' must be a non-empty list")
+    names, colors = [], []
+    for i, entry in enumerate(raw):
+        where = f"class list {path}, class {i}"
+        if isinstance(entry, str):
+            names.append(entry)
+            colors.append(None)
+        elif isinstance(entry, dict) and isinstance(entry.get("name"), str):
+            unknown = sorted(set(entry) - {"name", "color", "colour"})
+            if unknown:
+                raise DataError(f"{where}: unknown keys {unknown} (expected name, color)")
+            names.append(entry["name"])
+            col = entry.get("color", entry.get("colour"))
+            colors.append(None if col is None else _parse_color(col, where))
+        else:
+            raise DataError(f"{where}: expected a name or {{name: ..., color: [r, g, b]}}, got {entry!r}")
+    fmt = str(opts.get("label_format", data.get("label_format", "id"))).lower()
+    if fmt == "colour":
+        fmt = "color"
+    if fmt not in LABEL_FORMATS:
+        raise DataError(f"class list {path} / data.options: label_format must be id or color, got {fmt!r}")
+    has_colors = all(c is not None for c in colors)
+    if fmt == "color":
+        missing = [names[i] for i, c in enumerate(colors) if c is None]
+        if missing:
+            raise DataError(f"class list {path}: label_format color needs a colour for every class; "
+                            f"missing for {missing[:10]}")
+        seen: dict = {}
+        for i, c in enumerate(colors):
+            if c in seen:
+                raise DataError(f"class list {path}: colour {c} is used by classes {seen[c]} and {i} "
+                                "(colour labels need distinct colours)")
+            seen[c] = i
+    fallback = color_map(len(names))
+    palette = tuple(c if c is not None else fallback[i] for i, c in enumerate(colors))
+    ignore = data.get("ignore_index", data.get("ignore"))
+    if isinstance(ignore, str):
+        if ignore not in names:
+            raise DataError(f"class list {path}: ignore_index {ignore!r} is not a class name")
+        ignore = names.index(ignore)
+    if ignore is not None and (not isinstance(ignore, int) or isinstance(ignore, bool)
+                               or not 0 <= ignore < len(names)):
+        raise DataError(f"class list {path}: ignore_index {ignore!r} not in 0-{len(names) - 1}")
+    name = str(data.get("name", "folder"))
+    return DatasetInfo(name, tuple(names), palette, ignore_index=ignore,
+                       extra={"title": name, "label_format": fmt, "has_colors": has_colors,
+                              "classes_file": str(path)})
+
+
+def read_color_label(path: str | Path, palette, name: str = "dataset") -> np.ndarray:
+    """Read a colour label map and map its colours to ids.
+
+    Args:
+        path: RGB (or RGBA, palette) PNG; colours are compared exactly.
+        palette: one RGB triple per label id (distinct colours).
+        name: dataset name for the error messages.
+
+    Returns:
+        ``(H, W)`` int64 label ids (index of each pixel's colour in ``palette``).
+
+    Raises:
+        DataError: unreadable file or a colour not in ``palette`` (names the file, the
+            colour(s) and their pixel counts).
+    """
+    im = _open(path, "label")
+    with im:
+        rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+    code = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    pal = np.asarray(palette, dtype=np.int32).reshape(-1, 3)
+    known = (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]
+    order = np.argsort(known)
+    sk = known[order]
+    pos = np.clip(np.searchsorted(sk, code), 0, len(sk) - 1)
+    ok = sk[pos] == code
+    if not ok.all():
+        bad, counts = np.unique(code[~ok], return_counts=True)
+        desc = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255}) at {n} px"
+                         for c, n in list(zip(bad.tolist(), counts.tolist()))[:5])
+        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
+        raise DataError(f"unknown label colour(s) {desc}{more} not in the {name} class colours (file {path})")
+    return order[pos].astype(np.int64)
+
+
+@register_dataset("folder")
+class FolderDataset(PairedDataset):
+    """Paired images and label maps in a folder (layout in the module docstring).
+
+    Items: image ``(3, H, W)`` float32 in [-1, 1], label ``(H, W)`` int64 ids in
+    ``0 .. info.semantic_nc - 1`` (classes of ``classes.yaml``).
+
+    Args:
+        cfg: data config (``root`` required in practice; ``options.label_format``).
+        split: sub-folder name (``train``, ``val``, ...).
+        train: random crop/flip per item.
+        seed: base seed of the per-item randomness.
+
+    Raises:
+        DataError: missing class list or split folders, empty folders, unpaired files;
+            when read: ids out of range (id format), unknown colours (colour format), sizes
+            that differ, unreadable images.
+    """
+
+    def __init__(self, cfg: DataConfig, split: str, train: bool, seed: int = 0) -> None:
+        info = folder_info(cfg)
+        root = data_root(cfg, "folder")
+        img_dir, lab_dir = root / split / "images", root / split / "labels"
+        if not (root / split).is_dir():
+            raise DataError(f"folder not found: {root / split}")
+        images = index_by_stem(list_files(img_dir))
+        labels = index_by_stem(list_files(lab_dir, (".png",)))
+        self.label_format = info.extra["label_format"]
+        super().__init__(pair_by_key(images, labels, img_dir, lab_dir), info, transform_from_config(cfg, train),
+                         train=train, seed=seed, cache=cfg.cache, root=root)
+
+    def read_label_file(self, path: Path) -> np.ndarray:
+        """Decode a label file by ``label_format`` (ids or colours) into ``(H, W)`` int64 ids.
+
+        Raises:
+            DataError: unreadable file, ids out of range, unknown colours.
+        """
+        if self.label_format == "color":
+            return read_color_label(path, self.info.palette, self.title)
+        return read_label(path, None, num_ids=self.info.semantic_nc, name=self.title)
+
+    dataset_info = staticmethod(folder_info)
