@@ -171,10 +171,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    """``semsynth export CHECKPOINT --out DIR [--max-shard-mb M] [--raw]``."""
+    """``semsynth export CHECKPOINT --out DIR [--max-shard-mb M] [--raw] [--half]``."""
     from semsynth.export import export_generator
 
-    path = export_generator(args.checkpoint, args.out, args.max_shard_mb, use_ema=not args.raw)
+    path = export_generator(args.checkpoint, args.out, args.max_shard_mb, use_ema=not args.raw, half=args.half)
     print(json.dumps({"export": str(path.parent)}))
     return 0
 
@@ -214,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--out", required=True)
     x.add_argument("--max-shard-mb", type=float, default=15.0)
     x.add_argument("--raw", action="store_true", help="export the raw generator instead of the EMA one")
+    x.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
     x.set_defaults(func=cmd_export)
 
     from semsynth.eval import cli as eval_cli

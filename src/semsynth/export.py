@@ -23,7 +23,7 @@ EXPORT_FORMAT = "semsynth-export-v1"
 
 
 def export_generator(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, max_shard_mb: float = 15.0,
-                     use_ema: bool = True) -> Path:
+                     use_ema: bool = True, half: bool = False) -> Path:
     """Write the (EMA) generator of ``checkpoint`` to ``out_dir``.
 
     Args:
@@ -32,6 +32,8 @@ def export_generator(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, 
         max_shard_mb: largest shard size in MiB (a single tensor larger than this gets a
             shard of its own).
         use_ema: export the EMA generator (default) or the raw one.
+        half: store floating-point tensors as float16 (half the size; loaded back into
+            float32 modules, the images differ from the float32 export by ~1e-3).
 
     Returns:
         The path of ``export.json``.
@@ -47,6 +49,8 @@ def export_generator(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, 
     else:
         state = {k[len("generator."):]: v for k, v in ckpt["method"].items() if k.startswith("generator.")}
     out = Path(out_dir)
+    if half:
+        state = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
     limit = max_shard_mb * 2**20
     shards: list[dict[str, torch.Tensor]] = [{}]
     size = 0
@@ -64,7 +68,7 @@ def export_generator(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, 
         names.append(name)
     atomic_write_bytes(out / "config.yaml", config_to_yaml(cfg).encode())
     meta = {"format": EXPORT_FORMAT, "step": int(ckpt["step"]), "images_seen": int(ckpt["images_seen"]),
-            "ema": use_ema, "dataset_info": ckpt["dataset_info"], "shards": names}
+            "ema": use_ema, "half": half, "dataset_info": ckpt["dataset_info"], "shards": names}
     atomic_write_bytes(out / "export.json", (json.dumps(meta, indent=1) + "\n").encode())
     return out / "export.json"
 
