@@ -228,11 +228,12 @@ class Trainer:
         refresh_batchnorm(self.ema, self.refresh_batches())
 
     def grid_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """The first ``grid_labels`` val pairs (sorted by name), at training resolution."""
+        """``grid_labels`` val pairs evenly spaced over the split (sorted by name: consecutive
+        video frames look alike), at training resolution."""
         if self._grid is None:
             val = build_dataset(self.cfg.data, self.cfg.data.val_split, train=False, seed=self.cfg.seed)
             k = min(self.cfg.train.grid_labels, len(val))
-            items = [val[i] for i in range(k)]
+            items = [val[int(i)] for i in np.linspace(0, len(val) - 1, k).round()]
             self._grid = (torch.stack([x for x, _ in items]), torch.stack([y for _, y in items]))
         return self._grid
 
