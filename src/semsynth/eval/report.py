@@ -94,7 +94,11 @@ def _plot_iou(per_class: dict, title: str, path: Path) -> None:
 
 
 def _fmt(v) -> str:
-    return f"{v:.2f}" if isinstance(v, (int, float)) and not isinstance(v, bool) else ("—" if v is None else str(v))
+    if v is None:
+        return "—"
+    if isinstance(v, float):
+        return f"{v:.2f}"
+    return str(v)
 
 
 def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> Path:
@@ -123,7 +127,7 @@ def write_report(runs: Sequence[str | os.PathLike], out: str | os.PathLike) -> P
         metrics = latest_metrics(run) or {}
         last = train_recs[-1] if train_recs else {}
         rows.append([run.name, cfg.get("method"), cfg["data"]["dataset"],
-                     f"{cfg['data']['height']}x{cfg['data']['width']}", last.get("step"),
+                     f"{cfg['data']['height']}x{cfg['data']['width']}", metrics.get("step", last.get("step")),
                      last.get("images_seen"), round(last["seconds"] / 60, 1) if "seconds" in last else None]
                     + [metrics.get(c) for c in COLUMNS])
         sec = [f"## {run.name}", "", f"`{run}` — method `{cfg.get('method')}`, dataset `{cfg['data']['dataset']}`", ""]

@@ -280,6 +280,13 @@ class Trainer:
             save_checkpoint(ck / f"step_{self.step:07d}.pt", state)
         self._saved_step = self.step
 
+    def _log_window(self, sums: dict[str, float], nsum: int, elapsed: float, window_s: float) -> None:
+        """One ``stats.jsonl`` line: step, images seen, seconds, and loss means over the window."""
+        rec = {"step": self.step, "images_seen": self.images_seen, "seconds": round(elapsed, 3),
+               "sec_per_step": round(window_s / max(nsum, 1), 4)}
+        rec.update({k: v / nsum for k, v in sums.items()})
+        self._log(rec)
+
     def _log(self, record: dict) -> None:
         with open(self.out / "stats.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
@@ -334,7 +341,7 @@ class Trainer:
                     losses = self.method.phase_losses(phase, image, label, self.train_rng)
                     total = losses["total"]
                     if not torch.isfinite(total):
-                        vals = {k: float(v) for k, v in losses.items()}
+                        vals = {k: float(v.detach()) for k, v in losses.items()}
                         raise TrainingDiverged(
                             f"non-finite {phase} loss at step {self.step + 1}: {vals}; "
                             f"the last good checkpoint is kept in {self.out / 'checkpoints'}"
@@ -353,10 +360,7 @@ class Trainer:
                 bar.update(1)
                 elapsed = self.elapsed_before + time.time() - t0
                 if self.step % tc.log_every == 0 or self.step == tc.max_steps:
-                    rec = {"step": self.step, "images_seen": self.images_seen, "seconds": round(elapsed, 3),
-                           "sec_per_step": round((time.time() - t_log) / max(nsum, 1), 4)}
-                    rec.update({k: v / nsum for k, v in sums.items()})
-                    self._log(rec)
+                    self._log_window(sums, nsum, elapsed, time.time() - t_log)
                     bar.set_postfix({k: f"{v / nsum:.3f}" for k, v in sums.items()})
                     sums, nsum, t_log = {}, 0, time.time()
                 grid_now = self.step % tc.sample_every == 0
@@ -373,6 +377,8 @@ class Trainer:
         finally:
             bar.close()
         elapsed = self.elapsed_before + time.time() - t0
+        if nsum:  # the steps since the last log line (a run stopped by max_minutes)
+            self._log_window(sums, nsum, elapsed, time.time() - t_log)
         self.save(elapsed, periodic=False)
         if self.step % tc.sample_every != 0:
             self.write_grid()
