@@ -192,3 +192,25 @@ def test_info_json(capsys):
 def test_unknown_config_key_is_an_error():
     with pytest.raises(ConfigError, match="generator.zdim"):
         _tiny("model.generator.zdim=3")
+
+
+def test_bad_training_data_stops_before_anything_is_written(tmp_path, capsys):
+    root = tmp_path / "data"
+    for split in ("train", "val"):
+        (root / split / "images").mkdir(parents=True)
+        (root / split / "labels").mkdir(parents=True)
+        for k in range(3):
+            Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(root / split / "images" / f"{k}.png")
+            lab = np.zeros((48, 64), np.uint8)
+            lab[:, 32:] = 1
+            if split == "train" and k == 2:
+                lab[0, 0] = 7  # not an id of this 3-class dataset
+            Image.fromarray(lab).save(root / split / "labels" / f"{k}.png")
+    (root / "classes.yaml").write_text("classes: [sky, road, void]\nignore_index: 2\n")
+    out = tmp_path / "run"
+    rc = main(["train", str(TINY), "--out", str(out), "--no-progress", "--set", "data.dataset=folder",
+               "--set", f"data.root={root}"])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "2.png" in err and "[7]" in err
+    assert not out.exists()

@@ -140,7 +140,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
         raise DataError(f"--labels {labels_path}: no such file or folder")
     sampler = Sampler.from_checkpoint(args.checkpoint, device=select_device(args.device))
     # Validate every input before writing anything.
-    labels = [sampler.prepare_label(read_label_png(f), str(f)) for f in files]
+    labels = [sampler.prepare_label(read_label_png(f, sampler.info), str(f)) for f in files]
     mask = None
     if args.resample_mask:
         mask = _read_mask(Path(args.resample_mask), sampler.height, sampler.width)

@@ -22,7 +22,8 @@ from semsynth.data.transforms import PairedTransform
 from semsynth.registry import get_dataset
 from semsynth.types import ConfigError, DatasetInfo
 
-__all__ = ["PairedDataset", "PairedTransform", "build_dataset", "dataset_info", "read_image", "read_label"]
+__all__ = ["PairedDataset", "PairedTransform", "build_dataset", "dataset_info", "label_lut", "read_image",
+           "read_label"]
 
 
 def _factory(cfg: DataConfig):
@@ -72,3 +73,12 @@ def dataset_info(cfg: DataConfig) -> DatasetInfo:
     if isinstance(info, DatasetInfo):
         return info
     raise ConfigError(f"dataset {cfg.dataset!r} does not provide its label space (dataset_info)")
+
+
+def label_lut(name: str):
+    """The raw-value → id table of dataset ``name`` (e.g. COCO-Stuff 255 → 182), or ``None``
+    when its label files already hold ids (module-level ``LUT`` of the dataset's module)."""
+    import sys
+
+    factory = _factory(DataConfig(dataset=name))
+    return getattr(sys.modules.get(getattr(factory, "__module__", "")), "LUT", None)

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from semsynth.labels import one_hot
 from semsynth.noise import local_noise, noise_from_seeds
-from semsynth.types import DataError, DatasetInfo
+from semsynth.types import DataError, DatasetInfo, SemsynthError
 
 
 class Sampler:
@@ -178,22 +178,18 @@ def _info_from_checkpoint(ckpt: dict) -> DatasetInfo | None:
                        palette=tuple(tuple(c) for c in d["palette"]), ignore_index=d["ignore_index"])
 
 
-def read_label_png(path: str | os.PathLike) -> np.ndarray:
-    """Read a label PNG (grey or palette mode: pixel values are ids) → ``(H, W)`` int64.
+def read_label_png(path: str | os.PathLike, info: DatasetInfo) -> np.ndarray:
+    """Read a label PNG of ``info``'s dataset (grey or palette mode: pixel values are the
+    dataset's raw label values, mapped to ids as its loader does) → ``(H, W)`` int64.
 
     Raises:
-        DataError: unreadable file, or an RGB image (ids must be single-channel).
+        DataError: unreadable file, a colour image, or values the dataset does not know
+            (names the file and the values).
     """
-    from PIL import Image
+    from semsynth.data import label_lut, read_label
 
-    path = Path(path)
     try:
-        with Image.open(path) as im:
-            im.load()
-            if im.mode not in ("L", "P", "I", "I;16"):
-                raise DataError(f"{path}: label PNG must be single-channel ids (mode L or P), got mode {im.mode}")
-            return np.asarray(im).astype(np.int64)
-    except DataError:
-        raise
-    except (OSError, ValueError) as exc:
-        raise DataError(f"{path}: cannot read label map ({exc})") from None
+        lut = label_lut(info.name)
+    except SemsynthError:  # a dataset unknown here (third-party): values are ids
+        lut = None
+    return read_label(path, lut, num_ids=info.semantic_nc, name=info.name)

@@ -207,6 +207,11 @@ class Trainer:
             restore_rng(ckpt["rng"], self.train_rng)
 
         self.train_set = build_dataset(cfg.data, cfg.data.train_split, train=True, seed=cfg.seed)
+        if cfg.data.cache:
+            # Read (and keep) every training pair now: a bad file (unreadable, truncated,
+            # sizes differ, unknown ids) stops the run before anything is written.
+            for i in range(len(self.train_set)):
+                self.train_set.load_pair(i)
         self._refresh_set = build_dataset(cfg.data, cfg.data.train_split, train=False, seed=cfg.seed)
         self._grid: tuple[torch.Tensor, torch.Tensor] | None = None
         self._saved_step = self.step if ckpt is not None else -1
@@ -265,6 +270,10 @@ class Trainer:
             "images_seen": self.images_seen,
             "elapsed_seconds": elapsed,
             "rng": capture_rng(self.train_rng),
+            # The data order is a function of (seed, step) alone (StepBatchSampler), the
+            # augmentations of (seed, epoch, index): no iterator state to save.
+            "data_order": {"seed": self.cfg.seed, "next_step": self.step,
+                           "batches_per_epoch": len(self.train_set) // self.cfg.train.batch_size},
             "best": self.best,
         }
 
