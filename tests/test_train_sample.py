@@ -152,6 +152,17 @@ def test_sample_seeds_and_local_resampling(tiny_run, tmp_path):
     assert main(["sample", str(ckpt), "--labels", str(labels[0]), "--seeds", "1-2", "--resample-class", "3",
                  "--base-seed", "0", "--out", str(out3)]) == 0
     assert len(list(out3.glob(f"{labels[0].stem}_base0_class3_seed*.png"))) == 2
+    # local re-sampling of a user mask (any size; resized to the generator's)
+    mask = np.zeros((360, 480), np.uint8)
+    mask[:180, :240] = 255
+    Image.fromarray(mask).save(tmp_path / "mask.png")
+    out4 = tmp_path / "out4"
+    assert main(["sample", str(ckpt), "--labels", str(labels[0]), "--seeds", "0,7", "--resample-mask",
+                 str(tmp_path / "mask.png"), "--out", str(out4)]) == 0
+    same = np.asarray(Image.open(out4 / f"{labels[0].stem}_base0_mask_seed0.png"))
+    other = np.asarray(Image.open(out4 / f"{labels[0].stem}_base0_mask_seed7.png"))
+    assert np.array_equal(same, a)  # seed = base seed: the noise is unchanged everywhere
+    assert not np.array_equal(other, a)
 
 
 def test_sample_rejects_unknown_label_ids_and_writes_nothing(tiny_run, tmp_path, capsys):

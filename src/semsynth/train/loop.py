@@ -89,6 +89,7 @@ class StepBatchSampler(TorchSampler):
         self.n, self.b, self.seed, self.start = n, batch_size, seed, start_step
 
     def batch(self, step: int) -> list[int]:
+        """The virtual indices (``epoch · n + i``) of the batch of ``step``."""
         per_epoch = self.n // self.b
         epoch, j = divmod(step, per_epoch)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
