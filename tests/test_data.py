@@ -458,3 +458,31 @@ def test_public_api_has_docstrings():
                         if not m.startswith("_") and inspect.isfunction(f) and not f.__doc__:
                             missing.append(f"{mod.__name__}.{name}.{m}")
     assert not missing, missing
+
+
+@needs_shared
+def test_ade20k_preset_official_preprocessing():
+    """Official ADE20K loader: training resizes to 286x286 and crops 256 at random;
+    evaluation resizes the whole image straight to 256x256 (no crop)."""
+    from semsynth.config import load_config
+    from semsynth.data.transforms import resize_image, resize_label, to_tensor_image
+
+    preset = load_config(Path(__file__).resolve().parents[1] / "configs" / "oasis" / "ade20k.yaml",
+                         [f"data.root={SAMPLES / 'ade20k'}"])
+    assert (preset.data.load_height, preset.data.load_width, preset.data.height) == (286, 286, 256)
+    val = build_dataset(preset.data, "val", train=False)
+    x, y = val[0]
+    img, lab = val.load_pair(0)
+    assert torch.equal(x, to_tensor_image(resize_image(img, 256, 256)))
+    assert torch.equal(y, torch.from_numpy(resize_label(lab, 256, 256).astype(np.int64)))
+    # the training transform of the same preset: resize to 286, then a 256 crop at a random offset
+    from semsynth.data.transforms import transform_from_config
+
+    t = transform_from_config(preset.data, train=True)
+    offsets = {t.params(np.random.default_rng(k))[:2] for k in range(20)}
+    assert len(offsets) > 5 and all(0 <= a <= 30 and 0 <= b <= 30 for a, b in offsets)
+    xt, _ = t(img, lab, np.random.default_rng(0))
+    top, left, flipped = t.params(np.random.default_rng(0))
+    big = resize_image(img, 286, 286)[top:top + 256, left:left + 256]
+    big = big[:, ::-1] if flipped else big
+    assert torch.equal(xt, to_tensor_image(np.ascontiguousarray(big)))

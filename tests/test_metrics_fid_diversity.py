@@ -100,7 +100,7 @@ def test_missing_packages_raise_with_install_command(monkeypatch):
     import importlib.util
 
     from semsynth.eval import diversity, fid
-    from semsynth.eval.evaluate import MetricUnavailable
+    from semsynth.eval.common import MetricUnavailable
 
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a, **k: None)
     monkeypatch.setattr(fid, "_MODELS", {})

@@ -1,4 +1,4 @@
-"""The ``semsynth`` command line: train, sample, info, export, eval, eval-real, report.
+"""The ``semsynth`` command line: train, sample, info, export, import-official, eval, eval-real, report.
 
 Every command turns bad input into a one-line error naming the file and the value, exits
 non-zero, and writes nothing partial (files are written to a temp name and renamed).
@@ -97,35 +97,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_mask(path: Path, height: int, width: int):
-    import numpy as np
-    import torch
-    import torch.nn.functional as F
-    from PIL import Image
-
-    from semsynth.types import DataError
-
-    try:
-        with Image.open(path) as im:
-            im.load()
-            arr = np.asarray(im.convert("L")) > 0
-    except OSError as exc:
-        raise DataError(f"{path}: cannot read mask ({exc})") from None
-    if not arr.any():
-        raise DataError(f"{path}: the mask is empty (no non-zero pixel)")
-    m = torch.from_numpy(arr)[None, None].float()
-    return F.interpolate(m, size=(height, width), mode="nearest")[0, 0] > 0.5
-
-
 def cmd_sample(args: argparse.Namespace) -> int:
     """``semsynth sample CHECKPOINT --labels PATH [--out DIR] [--seeds 0-3] ...``."""
-    import torch
-
-    from semsynth.config import atomic_write_bytes
+    from semsynth.imageio import save_png
     from semsynth.labels import to_uint8_image
-    from semsynth.noise import class_region
-    from semsynth.sample.sampler import Sampler, read_label_png
-    from semsynth.train.loop import _png_bytes, select_device
+    from semsynth.sample.sampler import Sampler, read_label_png, read_mask_png
+    from semsynth.train.loop import select_device
     from semsynth.types import DataError
 
     seeds = parse_seeds(args.seeds)
@@ -141,19 +118,14 @@ def cmd_sample(args: argparse.Namespace) -> int:
     sampler = Sampler.from_checkpoint(args.checkpoint, device=select_device(args.device))
     # Validate every input before writing anything.
     labels = [sampler.prepare_label(read_label_png(f, sampler.info), str(f)) for f in files]
-    mask = None
-    if args.resample_mask:
-        mask = _read_mask(Path(args.resample_mask), sampler.height, sampler.width)
-    if args.resample_class is not None and not 0 <= args.resample_class < sampler.info.semantic_nc:
-        raise DataError(f"--resample-class {args.resample_class}: not an id of {sampler.info.name} "
-                        f"(0-{sampler.info.semantic_nc - 1})")
+    mask = read_mask_png(args.resample_mask) if args.resample_mask else None
+    local = args.resample_class is not None or mask is not None
+    regions = [sampler.region(lab, args.resample_class, mask, source=f"--resample-class/--resample-mask, {f}")
+               for f, lab in zip(files, labels)] if local else [None] * len(files)
     out = Path(args.out)
     written = 0
-    for f, lab in zip(files, labels):
-        if args.resample_class is not None or mask is not None:
-            region = mask if mask is not None else class_region(lab[0], args.resample_class)
-            if args.resample_class is not None and mask is not None:
-                region = region.to(lab.device) & class_region(lab[0], args.resample_class)
+    for f, lab, region in zip(files, labels, regions):
+        if local:
             if not region.any():
                 print(f"warning: {f.name}: the region to re-sample is empty; images equal the base seed's",
                       file=sys.stderr)
@@ -164,7 +136,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
             imgs = sampler.sample_many(lab, seeds)
             tag = ""
         for s, img in zip(seeds, to_uint8_image(imgs)):
-            atomic_write_bytes(out / f"{f.stem}{tag}_seed{s}.png", _png_bytes(img))
+            save_png(out / f"{f.stem}{tag}_seed{s}.png", img)
             written += 1
     print(json.dumps({"out": str(out), "images": written, "label_maps": len(files), "seeds": seeds}))
     return 0
@@ -176,6 +148,16 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     path = export_generator(args.checkpoint, args.out, args.max_shard_mb, use_ema=not args.raw, half=args.half)
     print(json.dumps({"export": str(path.parent)}))
+    return 0
+
+
+def cmd_import_official(args: argparse.Namespace) -> int:
+    """``semsynth import-official PATH --dataset NAME [--out DIR] [--which latest] [--z-dim 64]``."""
+    from semsynth.methods.oasis.official import import_official
+
+    out = Path(args.out) if args.out else Path("runs") / f"official_{args.dataset}"
+    path = import_official(args.path, args.dataset, out, z_dim=args.z_dim, which=args.which)
+    print(json.dumps({"export": str(path.parent), "dataset": args.dataset}))
     return 0
 
 
@@ -216,6 +198,14 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--raw", action="store_true", help="export the raw generator instead of the EMA one")
     x.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
     x.set_defaults(func=cmd_export)
+
+    o = sub.add_parser("import-official", help="an official boschresearch/OASIS checkpoint as a semsynth export")
+    o.add_argument("path", help="a *_EMA.pth / *_G.pth file or the official checkpoints/<name>/models folder")
+    o.add_argument("--dataset", required=True, choices=["ade20k", "cityscapes", "coco_stuff"])
+    o.add_argument("--out", default=None, help="export folder (default runs/official_<dataset>)")
+    o.add_argument("--which", default="latest", help="checkpoint prefix in a folder: latest, best or an iteration")
+    o.add_argument("--z-dim", type=int, default=64, help="noise channels of the checkpoint (0 for --no_3dnoise)")
+    o.set_defaults(func=cmd_import_official)
 
     from semsynth.eval import cli as eval_cli
 

@@ -38,8 +38,6 @@ def export_generator(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, 
     Returns:
         The path of ``export.json``.
     """
-    from safetensors.torch import save
-
     from semsynth.train.checkpoint import checkpoint_config, load_checkpoint
 
     ckpt = load_checkpoint(checkpoint)
@@ -48,6 +46,36 @@ def export_generator(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, 
         state = ckpt["ema"]
     else:
         state = {k[len("generator."):]: v for k, v in ckpt["method"].items() if k.startswith("generator.")}
+    return write_export(out_dir, cfg, state, ckpt["dataset_info"], int(ckpt["step"]), int(ckpt["images_seen"]),
+                        max_shard_mb, ema=use_ema, half=half)
+
+
+def write_export(out_dir: str | os.PathLike, cfg, state: dict[str, torch.Tensor], dataset_info: dict,
+                 step: int, images_seen: int, max_shard_mb: float = 15.0, ema: bool = True,
+                 half: bool = False, extra: dict | None = None,
+                 extra_tensors: dict[str, dict[str, torch.Tensor]] | None = None) -> Path:
+    """Write a generator state dict as an export folder (the format :func:`load_export` reads).
+
+    Args:
+        out_dir: export folder (created).
+        cfg: the run :class:`~semsynth.config.Config` the generator is built from.
+        state: the generator's state dict (semsynth key names).
+        dataset_info: the label space as a plain dict (``name``, ``class_names``,
+            ``palette``, ``ignore_index``).
+        step, images_seen: training progress recorded in ``export.json``.
+        max_shard_mb: largest shard in MiB (a larger single tensor gets its own shard).
+        ema: whether ``state`` is an EMA generator (recorded).
+        half: store floating-point tensors as float16.
+        extra: more keys for ``export.json`` (e.g. where an imported model came from).
+        extra_tensors: other networks to keep beside the generator, ``{name: state dict}``,
+            each written as ``<name>.safetensors`` and listed under ``"extra_files"``
+            (samplers ignore them).
+
+    Returns:
+        The path of ``export.json`` (written last: the folder is complete once it exists).
+    """
+    from safetensors.torch import save
+
     out = Path(out_dir)
     if half:
         state = {k: (v.half() if v.is_floating_point() else v) for k, v in state.items()}
@@ -66,9 +94,17 @@ def export_generator(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, 
         name = f"generator-{i:05d}.safetensors"
         atomic_write_bytes(out / name, save(shard))
         names.append(name)
+    extra_files = []
+    for name, tensors in (extra_tensors or {}).items():
+        atomic_write_bytes(out / f"{name}.safetensors",
+                           save({k: v.detach().contiguous().cpu() for k, v in tensors.items()}))
+        extra_files.append(f"{name}.safetensors")
     atomic_write_bytes(out / "config.yaml", config_to_yaml(cfg).encode())
-    meta = {"format": EXPORT_FORMAT, "step": int(ckpt["step"]), "images_seen": int(ckpt["images_seen"]),
-            "ema": use_ema, "half": half, "dataset_info": ckpt["dataset_info"], "shards": names}
+    meta = {"format": EXPORT_FORMAT, "step": int(step), "images_seen": int(images_seen),
+            "ema": ema, "half": half, "dataset_info": dataset_info, "shards": names}
+    if extra_files:
+        meta["extra_files"] = extra_files
+    meta.update(extra or {})
     atomic_write_bytes(out / "export.json", (json.dumps(meta, indent=1) + "\n").encode())
     return out / "export.json"
 

@@ -6,8 +6,9 @@ which is what local re-sampling uses: the noise of one base seed everywhere exce
 region (a class, or a user mask), which gets the noise of another seed.
 
 Per-sample seeding: sample ``i`` drawn with seed ``s`` uses its own ``torch.Generator``
-seeded with ``s``, on the CPU, so the same seed gives the same noise (and, with the
-generator in eval mode, the same image) whatever the batch size and device.
+seeded with ``s``, on the CPU, so the same seed gives the same noise whatever the batch size
+and device. With the generator in eval mode it gives the same image whatever the batch size
+(tested on the CPU); across devices the images agree up to floating-point rounding only.
 """
 
 from __future__ import annotations

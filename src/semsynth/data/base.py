@@ -333,7 +333,7 @@ class PairedDataset(torch.utils.data.Dataset):
         info: the dataset's :class:`~semsynth.types.DatasetInfo`.
         transform: a :class:`~semsynth.data.transforms.PairedTransform` (or any callable
             ``(image_u8, label, rng) -> (image, label)`` tensors).
-        train: if true, items draw a random crop/flip; if false, none (centre crop).
+        train: if true, items draw a random crop/flip; if false, none (plain resize to the output size, no crop).
         seed, epoch: the per-item random generator is ``default_rng([seed, epoch, i])``.
         root: the dataset folder (used as a cache key by the evaluation).
     """
@@ -490,7 +490,7 @@ class PairedDataset(torch.utils.data.Dataset):
         """Item ``i``: image ``(3, h, w)`` float32 in [-1, 1], label ``(h, w)`` int64 ids.
 
         Training items draw crop/flip from ``default_rng([seed, epoch, i])``; evaluation
-        items (``train=False``) are deterministic (centre crop, no flip).
+        items (``train=False``) are deterministic (plain resize, no crop, no flip).
 
         Raises:
             DataError: see :meth:`load_pair`.

@@ -1,10 +1,14 @@
 """Paired image/label transforms: resize, crop, flip with one random draw for both.
 
-Written with PIL and numpy only. The preprocessing of the official OASIS / SPADE code
-(``dataloaders/*.py``: torchvision ``TF.resize`` of PIL images, bicubic for images and
-nearest for labels, then a horizontal flip with p = 0.5) is reproduced when no load size is
-given; with a load size, pairs are resized to it and cropped to the output size (SPADE's
-``resize_and_crop``).
+Written with PIL and numpy only, following the official OASIS loaders
+(boschresearch/OASIS ``dataloaders/*Dataset.py``): torchvision ``TF.resize`` of PIL images,
+bicubic for images and nearest for labels, a random crop, then a horizontal flip with
+p = 0.5. For **training**, pairs are resized to the load size (``data.load_height/width``;
+official ADE20K and COCO-Stuff: 286×286) and randomly cropped to the output size (256×256);
+without a load size (official Cityscapes 256×512, CamVid) they are resized straight to it.
+For **evaluation** (``train=False``: val/test pairs, the BatchNorm-refresh batches, metrics)
+pairs are resized straight to the output size with no crop — the official ``for_metrics``
+path sets ``load_size = crop_size = 256``.
 """
 
 from __future__ import annotations
@@ -178,11 +182,13 @@ class PairedTransform:
 def transform_from_config(cfg, train: bool) -> PairedTransform:
     """The :class:`PairedTransform` of a :class:`~semsynth.config.DataConfig`.
 
-    ``cfg.height/width/load_height/load_width``; the flip is enabled only when ``train``
-    and ``cfg.flip``.
+    Training (``train=True``): resize to ``cfg.load_height/load_width`` (if set), random
+    crop to ``cfg.height/width``, flip if ``cfg.flip``. Evaluation (``train=False``): a
+    plain resize to ``cfg.height/width``, no crop, no flip (official OASIS ``for_metrics``).
 
     Raises:
-        ConfigError: inconsistent sizes (see :class:`PairedTransform`).
+        ConfigError: inconsistent sizes (see :class:`PairedTransform`), checked for both.
     """
-    return PairedTransform(cfg.height, cfg.width, cfg.load_height, cfg.load_width,
+    full = PairedTransform(cfg.height, cfg.width, cfg.load_height, cfg.load_width,
                            flip=bool(cfg.flip and train))
+    return full if train else PairedTransform(cfg.height, cfg.width, flip=False)

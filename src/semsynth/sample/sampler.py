@@ -7,8 +7,11 @@ statistics, and turns label maps into images:
 * local re-sampling (OASIS Sec. 4): the noise of ``base_seed`` everywhere except in a
   region (a class, or a mask), which takes the noise of each new seed.
 
-The same seed gives the same image whatever the batch size: noise is drawn per sample and
-the generator runs in eval mode (BatchNorm uses its running statistics).
+The same seed gives the same noise on every device (drawn per sample on the CPU), and the
+same image whatever the batch size (the generator runs in eval mode, BatchNorm uses its
+running statistics; tested on the CPU). On another device (CUDA) the image agrees with the
+CPU's only up to floating-point rounding of the convolutions — not bit for bit, and not
+tested here (no GPU in CI).
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from semsynth.labels import one_hot
-from semsynth.noise import local_noise, noise_from_seeds
+from semsynth.noise import class_region, local_noise, noise_from_seeds
 from semsynth.types import DataError, DatasetInfo, SemsynthError
 
 
@@ -48,11 +51,16 @@ class Sampler:
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
                         use_ema: bool = True) -> "Sampler":
-        """Build from a training checkpoint or an export folder (:mod:`semsynth.export`);
-        the EMA generator by default (its BatchNorm statistics were refreshed when the
-        checkpoint was written).
+        """Build from a training checkpoint or an export folder (:mod:`semsynth.export`).
+
+        ``use_ema=True`` (default): the EMA generator, whose BatchNorm statistics the
+        training loop refreshed on training batches just before writing the checkpoint.
+        ``use_ema=False``: the raw generator with the BatchNorm running statistics it
+        accumulated (momentum 0.1) during its own training forward passes — nothing is
+        refreshed here. Export folders hold only the EMA generator.
 
         Raises:
+            ValueError: ``use_ema=False`` with an export folder.
             FileNotFoundError, ConfigError: missing or invalid checkpoint (names the file).
         """
         from semsynth.data import dataset_info
@@ -146,6 +154,43 @@ class Sampler:
         lab = label if label.dim() == 3 else label[None]
         return self.generate(lab.expand(len(seeds), -1, -1), seeds=list(seeds), batch_size=batch_size)
 
+    def region(self, label: torch.Tensor, class_id: int | None = None,
+               mask: torch.Tensor | np.ndarray | None = None, source: str = "<region>") -> torch.Tensor:
+        """The region to re-sample: the pixels of ``class_id``, the True pixels of ``mask``,
+        or (both given) their intersection.
+
+        Args:
+            label: ``(H, W)`` or ``(1, H, W)`` int64 at the generator's size.
+            class_id: a label id of this checkpoint's label space.
+            mask: ``(h, w)`` bool (or 0/non-zero) array of any size; resized (nearest) to
+                the generator's size.
+            source: name used in error messages (a file name).
+
+        Returns:
+            ``(height, width)`` bool on the sampler's device (may be empty: the caller
+            decides whether that is an error).
+
+        Raises:
+            DataError: neither given, a class id outside the label space, or a mask that is
+                not 2-D (names ``source`` and the value).
+        """
+        lab = label[0] if label.dim() == 3 else label
+        if class_id is None and mask is None:
+            raise DataError(f"{source}: give a class id, a mask, or both")
+        region = torch.ones(self.height, self.width, dtype=torch.bool, device=self.device)
+        if class_id is not None:
+            if not 0 <= int(class_id) < self.info.semantic_nc:
+                raise DataError(f"{source}: class {class_id} is not an id of {self.info.name} "
+                                f"(0-{self.info.semantic_nc - 1})")
+            region &= class_region(lab.to(self.device), int(class_id))
+        if mask is not None:
+            m = torch.as_tensor(np.asarray(mask) if not isinstance(mask, torch.Tensor) else mask)
+            if m.dim() != 2:
+                raise DataError(f"{source}: a mask must be (H, W), got {tuple(m.shape)}")
+            m = F.interpolate((m != 0)[None, None].float(), size=(self.height, self.width), mode="nearest")
+            region &= (m[0, 0] > 0.5).to(self.device)
+        return region
+
     def resample_region(self, label: torch.Tensor, region: torch.Tensor, base_seed: int,
                         seeds: Sequence[int], batch_size: int = 16) -> torch.Tensor:
         """Local re-sampling: keep ``base_seed``'s noise outside ``region``, re-roll inside.
@@ -176,6 +221,28 @@ def _info_from_checkpoint(ckpt: dict) -> DatasetInfo | None:
         return None
     return DatasetInfo(name=d["name"], class_names=tuple(d["class_names"]),
                        palette=tuple(tuple(c) for c in d["palette"]), ignore_index=d["ignore_index"])
+
+
+def read_mask_png(path: str | os.PathLike) -> np.ndarray:
+    """Read a region mask: any PNG/JPEG, True where the (grey-converted) pixel is non-zero.
+
+    Returns:
+        ``(H, W)`` bool at the file's own size (:meth:`Sampler.region` resizes it).
+
+    Raises:
+        DataError: unreadable file, or a mask with no non-zero pixel (names the file).
+    """
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            arr = np.asarray(im.convert("L")) > 0
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read mask ({exc})") from None
+    if not arr.any():
+        raise DataError(f"{path}: the mask is empty (no non-zero pixel)")
+    return arr
 
 
 def read_label_png(path: str | os.PathLike, info: DatasetInfo) -> np.ndarray:

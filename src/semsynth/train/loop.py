@@ -28,8 +28,9 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler as TorchSampler
 
-from semsynth.config import Config, atomic_write_bytes, config_to_dict, save_config
+from semsynth.config import Config, config_to_dict, save_config
 from semsynth.data import build_dataset, dataset_info
+from semsynth.imageio import save_png
 from semsynth.labels import colorize, one_hot, to_uint8_image
 from semsynth.registry import get_method
 from semsynth.train.checkpoint import (
@@ -128,16 +129,6 @@ def _grid_image(label_rgb: np.ndarray, real: np.ndarray, samples: list[np.ndarra
         rows.append(row)
         rows.append(np.full((2, row.shape[1], 3), 255, np.uint8))
     return np.concatenate(rows[:-1], axis=0)
-
-
-def _png_bytes(array: np.ndarray) -> bytes:
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(array).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 class Trainer:
@@ -254,7 +245,7 @@ class Trainer:
             samples.append(to_uint8_image(self.ema(onehot, seeds=seeds)))
         grid = _grid_image(colorize(label, self.info.palette), to_uint8_image(image), samples)
         path = self.out / "samples" / f"step_{self.step:07d}.png"
-        atomic_write_bytes(path, _png_bytes(grid))
+        save_png(path, grid)
         return path
 
     def state(self, elapsed: float) -> dict:

@@ -9,7 +9,9 @@ Schönfeld et al., ICLR 2021, Eq. (1)-(4) and the official ``losses.py``:
 * D loss: ``weighted CE(D(real) → 1 + label) + CE(D(fake) → 0) + λ_LM · LabelMix``; the CE
   terms are means over all pixels (weighted per pixel for the real term).
 * G loss: ``weighted CE(D(G(z, t)) → 1 + label)``.
-* LabelMix (Eq. 4): mask M with one random bit per label id present in each image; the mix
+* LabelMix (Eq. 4): mask M with one random bit per label id — shared by the whole batch
+  (``per="batch"``, the official ``generate_labelmix``: ``torch.unique`` over the batch's
+  label map, one ``randint(0, 2)`` per class) or drawn per image (``per="image"``); the mix
   ``M·real + (1-M)·fake`` is scored by D and compared (mean squared error) with
   ``M·D(real) + (1-M)·D(fake)``.
 """
@@ -64,19 +66,33 @@ def n1_cross_entropy(logits: torch.Tensor, label: torch.Tensor, for_real: bool,
     return F.cross_entropy(logits, target)
 
 
-def labelmix_mask(label: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
-    """LabelMix mask: for each image, one random bit per label id present.
+LABELMIX_MASKS = ("batch", "image")
+
+
+def labelmix_mask(label: torch.Tensor, generator: torch.Generator | None = None,
+                  per: str = "image") -> torch.Tensor:
+    """LabelMix mask: one random bit per label id, per batch or per image.
 
     Args:
         label: ``(B, H, W)`` int64 label ids.
         generator: RNG for the bits (CPU generator; the training loop owns it).
+        per: ``"batch"`` — one bit per id shared by all images (official OASIS
+            ``generate_labelmix``); ``"image"`` — an independent bit per (image, id).
 
     Returns:
-        ``(B, 1, H, W)`` float32 in {0, 1}; every pixel of one id in one image shares its bit.
+        ``(B, 1, H, W)`` float32 in {0, 1}; every pixel of one id in one image (in the whole
+        batch, with ``per="batch"``) shares its bit.
+
+    Raises:
+        ValueError: ``per`` not in ``("batch", "image")``.
     """
+    if per not in LABELMIX_MASKS:
+        raise ValueError(f"labelmix mask granularity must be one of {LABELMIX_MASKS}, got {per!r}")
     b = label.shape[0]
     nc = int(label.max()) + 1
-    bits = torch.randint(0, 2, (b, nc), generator=generator).to(label.device, torch.float32)
+    rows = 1 if per == "batch" else b
+    bits = torch.randint(0, 2, (rows, nc), generator=generator).to(label.device, torch.float32)
+    bits = bits.expand(b, nc)
     mask = torch.gather(bits, 1, label.reshape(b, -1)).reshape(label.shape)
     return mask[:, None]
 

@@ -16,9 +16,10 @@ from semsynth.labels import one_hot
 from semsynth.methods.base import Method
 from semsynth.methods.oasis.discriminator import DiscriminatorConfig, OASISDiscriminator
 from semsynth.methods.oasis.generator import GeneratorConfig, OASISGenerator
-from semsynth.methods.oasis.losses import labelmix_loss, labelmix_mask, n1_cross_entropy
+from semsynth.methods.oasis.losses import LABELMIX_MASKS, labelmix_loss, labelmix_mask, n1_cross_entropy
+from semsynth.nn.init import apply_init
 from semsynth.registry import register_method
-from semsynth.types import DatasetInfo
+from semsynth.types import ConfigError, DatasetInfo
 
 
 @dataclass(frozen=True)
@@ -29,12 +30,19 @@ class OASISConfig:
         generator, discriminator: network widths/depths.
         lambda_labelmix: weight of LabelMix in the D loss (paper: 10; Cityscapes 5).
         labelmix: use LabelMix at all.
+        labelmix_mask: ``"batch"`` (one bit per class shared by the batch, the official
+            code and the paper presets) or ``"image"`` (one bit per class per image).
+        init: ``"official"`` (xavier-normal gain 0.02, zero biases; official
+            ``init_networks``, :mod:`semsynth.nn.init`) or ``"pytorch"`` (PyTorch's layer
+            defaults), for G and D.
     """
 
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     lambda_labelmix: float = 10.0
     labelmix: bool = True
+    labelmix_mask: str = "batch"
+    init: str = "official"
 
 
 @register_method("oasis")
@@ -54,6 +62,10 @@ class OASIS(Method):
         super().__init__(model_cfg, info, height, width)
         self.generator = OASISGenerator(model_cfg.generator, info.semantic_nc, height, width)
         self.discriminator = OASISDiscriminator(model_cfg.discriminator, info.semantic_nc)
+        if model_cfg.labelmix_mask not in LABELMIX_MASKS:
+            raise ConfigError(f"model.labelmix_mask: {model_cfg.labelmix_mask!r} is not one of {list(LABELMIX_MASKS)}")
+        apply_init(self.generator, model_cfg.init, "model.init")
+        apply_init(self.discriminator, model_cfg.init, "model.init")
 
     def phase_parameters(self, phase: str):
         return (self.generator if phase == "G" else self.discriminator).parameters()
@@ -79,7 +91,7 @@ class OASIS(Method):
         b = image.shape[0]
         batch = [fake, image]
         if self.model_cfg.labelmix:
-            mask = labelmix_mask(label, rng)
+            mask = labelmix_mask(label, rng, self.model_cfg.labelmix_mask)
             batch.append(mask * image + (1 - mask) * fake)
         # One D forward on [fake; real; mix]: D has no batch statistics, so this equals
         # three separate forwards (the official code) up to spectral-norm power steps.

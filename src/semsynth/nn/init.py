@@ -1,0 +1,89 @@
+"""Weight initialisation shared by the GAN methods.
+
+The official OASIS code (boschresearch/OASIS, ``models/models.py``, ``init_networks``) and
+the official SPADE code (NVlabs/SPADE, ``models/networks/base_network.py``,
+``init_weights`` with ``--init_type xavier --init_variance 0.02``) both initialise every
+``Conv*``/``Linear`` weight with ``xavier_normal_(gain=0.02)``, every such bias with 0,
+and the affine weight of every ``BatchNorm2d`` with N(1, 0.02) (bias 0).
+
+Consequence: all plain convs (SPADE's shared/γ/β convs, OASIS G's first conv and
+``conv_img``, D's 1×1 classifier) start with weights ~50× smaller than PyTorch's default,
+so γ, β ≈ 0 (SPADE starts as plain BatchNorm) and the first outputs are ≈ tanh(0) = 0.
+Under spectral norm only the *direction* of a weight matters (it is divided by its largest
+singular value), so for those convs the scale of the init is irrelevant; their
+power-iteration vectors are re-estimated after the re-initialisation.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from torch.nn.utils import parametrize
+
+from semsynth.types import ConfigError
+
+__all__ = ["INIT_CHOICES", "xavier_init_", "apply_init"]
+
+#: Values of the ``init`` config key of the methods that use this module.
+INIT_CHOICES = ("official", "pytorch")
+
+
+@torch.no_grad()
+def xavier_init_(module: nn.Module, gain: float = 0.02, power_iterations: int = 15) -> int:
+    """Re-initialise ``module`` and its children in place, as the official OASIS/SPADE code.
+
+    * ``nn.Conv*``/``nn.Linear``: weight ~ ``xavier_normal_(gain)``, bias 0. A weight under
+      a ``torch.nn.utils.parametrizations.spectral_norm`` parametrisation is initialised in
+      its ``original`` tensor, and the power-iteration vectors are then re-estimated with
+      ``power_iterations`` steps (PyTorch does 15 when the parametrisation is registered).
+    * ``nn.BatchNorm*`` with affine parameters: weight ~ N(1, gain), bias 0.
+
+    Draws from torch's global RNG (seed it first for a reproducible network).
+
+    Args:
+        module: the network (e.g. an OASIS generator or discriminator).
+        gain: the xavier gain / BatchNorm std (official: 0.02).
+        power_iterations: spectral-norm power steps after re-initialising (>= 0).
+
+    Returns:
+        The number of weight tensors re-initialised.
+
+    Source: boschresearch/OASIS ``models/models.py`` (``init_networks``).
+    """
+    count = 0
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)):
+            if parametrize.is_parametrized(m, "weight"):
+                nn.init.xavier_normal_(m.parametrizations.weight.original, gain=gain)
+                was_training = m.training
+                m.train()
+                for _ in range(power_iterations):  # each access in train mode = one power step
+                    _ = m.weight
+                m.train(was_training)
+            else:
+                nn.init.xavier_normal_(m.weight, gain=gain)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+            count += 1
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            nn.init.normal_(m.weight, 1.0, gain)
+            nn.init.zeros_(m.bias)
+            count += 1
+    return count
+
+
+def apply_init(module: nn.Module, scheme: str, source: str = "model.init") -> None:
+    """Apply the initialisation ``scheme`` to ``module``.
+
+    Args:
+        scheme: ``"official"`` (:func:`xavier_init_` with gain 0.02, the OASIS/SPADE code)
+            or ``"pytorch"`` (keep PyTorch's default layer initialisation).
+        source: config key named in the error.
+
+    Raises:
+        ConfigError: an unknown scheme (names the key, the value and the choices).
+    """
+    if scheme == "official":
+        xavier_init_(module, 0.02)
+    elif scheme != "pytorch":
+        raise ConfigError(f"{source}: unknown initialisation {scheme!r}; choose one of {list(INIT_CHOICES)}")
