@@ -36,10 +36,11 @@ class DataConfig:
             ``SEMSYNTH_DATA`` defaulting to ``../shared/datasets`` (relative to the
             current directory).
         height, width: size in pixels of the images and label maps the model sees.
-        load_height, load_width: if set (both), pairs are first resized to this size and
-            then randomly cropped (training) or centre-cropped (evaluation) to
-            ``height x width``; if ``None``, pairs are resized straight to ``height x width``
-            (the official OASIS preprocessing).
+        load_height, load_width: if set (both), *training* pairs are first resized to this
+            size and then randomly cropped to ``height x width`` (official OASIS ADE20K and
+            COCO-Stuff: 286 → 256); if ``None``, training pairs are resized straight to
+            ``height x width`` (official Cityscapes). Evaluation pairs are always resized
+            straight to ``height x width``, no crop (the official ``for_metrics`` path).
         flip: random horizontal flip of training pairs (p = 0.5).
         train_split, val_split: split names; model selection uses ``val_split`` only.
         cache: keep decoded full-resolution arrays in memory after the first read.
