@@ -36,7 +36,7 @@ def _random_networks(dataset):
 def _write_official(tmp_path, dataset):
     g, d, info = _random_networks(dataset)
     g_off = generator_to_official(g.state_dict(), dataset)
-    d_off = discriminator_to_official(d.state_dict(), dataset, depth=len(DISC.channels))
+    d_off = discriminator_to_official(d.state_dict(), dataset)
     models = tmp_path / "checkpoints" / "run" / "models"
     models.mkdir(parents=True)
     torch.save(g_off, models / "latest_EMA.pth")
@@ -57,7 +57,7 @@ def test_official_key_names_and_shapes():
     assert off["body.1.conv_s.weight_orig"].shape == (8, 16, 1, 1) and "body.1.conv_s.bias" not in off
     assert off["conv_img.weight"].shape == (3, 8, 3, 3)
     assert not any("parametrizations" in k for k in off)
-    doff = discriminator_to_official(d.state_dict(), "ade20k", depth=3)
+    doff = discriminator_to_official(d.state_dict(), "ade20k")
     # official models/discriminator.py: Sequential-wrapped convs, N+1 = 152 outputs
     assert doff["body_down.0.conv1.0.weight_orig"].shape == (8, 3, 3, 3)
     assert doff["body_down.1.conv1.1.weight_orig"].shape == (8, 8, 3, 3)
@@ -98,6 +98,41 @@ def test_import_round_trip_gives_the_same_images_and_logits(tmp_path, dataset):
     d2.load_state_dict(load_file(str(out / "discriminator.safetensors")))
     x = torch.rand(1, 3, h, w) * 2 - 1
     assert torch.allclose(d2.eval()(x), d(x), atol=1e-6, rtol=0)
+
+
+def test_real_file_quirks_prefix_no_counter_no_noise_no_spectral_norm(tmp_path):
+    """What real official files may have: a DataParallel ``module.`` prefix, BatchNorm without
+    ``num_batches_tracked`` (SynchronizedBatchNorm2d), ``--no_3dnoise`` (z_dim 0) and
+    ``--no_spectral_norm`` (plain ``weight`` keys)."""
+    torch.manual_seed(1)
+    info = dataset_info(DataConfig(dataset="coco_stuff"))
+    cfg = GeneratorConfig(channels=(8, 8, 8), z_dim=0, spade_hidden=4, spectral_norm=False)
+    g = OASISGenerator(cfg, info.semantic_nc, 256, 256).eval()
+    off = generator_to_official(g.state_dict(), "coco_stuff", z_dim=0)
+    assert "body.0.conv_0.weight" in off and off["fc.weight"].shape[1] == 183
+    off = {"module." + k: v for k, v in off.items() if not k.endswith("num_batches_tracked")}
+    torch.save(off, tmp_path / "100_G.pth")
+    out = tmp_path / "export"
+    assert main(["import-official", str(tmp_path / "100_G.pth"), "--dataset", "coco_stuff", "--z-dim", "0",
+                 "--out", str(out)]) == 0
+    s = Sampler.from_checkpoint(out)
+    assert s.config.model.generator == cfg and s.z_dim == 0
+    lab = torch.randint(0, 183, (1, 16, 16)).repeat_interleave(16, 1).repeat_interleave(16, 2)
+    expected = g(torch.nn.functional.one_hot(lab, 183).permute(0, 3, 1, 2).float()).detach()
+    assert torch.allclose(s.generate(lab), expected, atol=1e-6, rtol=0)
+    # without --z-dim 0 the error says what to pass
+    assert main(["import-official", str(tmp_path / "100_G.pth"), "--dataset", "coco_stuff",
+                 "--out", str(tmp_path / "x")]) == 2
+
+
+def test_coco_discriminator_rows_by_value():
+    _, d, _ = _random_networks("coco_stuff")
+    ours = d.state_dict()["classifier.weight"]
+    off = discriminator_to_official(d.state_dict(), "coco_stuff")["layer_up_last.weight"]
+    assert off.shape[0] == 184
+    assert torch.equal(off[0], ours[0])  # fake
+    assert torch.equal(off[1], ours[1 + 182])  # official class 0 = don't-care = semsynth id 182
+    assert torch.equal(off[2], ours[1 + 0])  # person
 
 
 def test_import_errors_name_the_file_and_shapes(tmp_path, capsys):

@@ -85,6 +85,29 @@ def test_region_class_and_mask_intersect_and_bad_ids_are_errors():
         s.region(lab, class_id=3, source="x.png")
     with pytest.raises(DataError, match="class id, a mask"):
         s.region(lab)
+    with pytest.raises(DataError, match=r"one \(6, 8\) label map"):
+        s.region(torch.zeros(2, 6, 8, dtype=torch.int64), class_id=1)
+
+
+def test_read_mask_png_uses_alpha_when_present(tmp_path):
+    from PIL import Image
+
+    from semsynth.sample.sampler import read_mask_png
+
+    rgba = np.zeros((4, 5, 4), np.uint8)
+    rgba[..., :3] = 255  # white everywhere, but transparent ...
+    rgba[1:3, 2:4, 3] = 255  # ... except the painted stroke
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "layer.png")
+    expected = np.zeros((4, 5), bool)
+    expected[1:3, 2:4] = True
+    assert np.array_equal(read_mask_png(tmp_path / "layer.png"), expected)
+    grey = np.zeros((4, 5), np.uint8)
+    grey[0, 0] = 9
+    Image.fromarray(grey).save(tmp_path / "grey.png")
+    assert read_mask_png(tmp_path / "grey.png").sum() == 1
+    Image.fromarray(np.zeros((4, 5), np.uint8)).save(tmp_path / "empty.png")
+    with pytest.raises(DataError, match="empty.png"):
+        read_mask_png(tmp_path / "empty.png")
 
 
 def test_resample_on_a_trained_generator_changes_mostly_inside(tmp_path):
@@ -218,6 +241,8 @@ def test_labelmix_mask_batch_shares_bits_image_does_not():
     assert torch.equal(batch, batch[:1].expand_as(batch))  # every image: the same bit per id
     image = labelmix_mask(label, torch.Generator().manual_seed(0), "image")
     assert not torch.equal(image, image[:1].expand_as(image))
+    assert set(batch[0].unique().tolist()) == {0.0, 1.0}  # both real and fake regions, not a constant
+    assert set(image[0].unique().tolist()) == {0.0, 1.0}
     for m in (batch, image):  # one bit per (image, id)
         for c in range(8):
             vals = m[:, 0][label == c].reshape(64, -1)

@@ -9,9 +9,13 @@ and the affine weight of every ``BatchNorm2d`` with N(1, 0.02) (bias 0).
 Consequence: all plain convs (SPADE's shared/γ/β convs, OASIS G's first conv and
 ``conv_img``, D's 1×1 classifier) start with weights ~50× smaller than PyTorch's default,
 so γ, β ≈ 0 (SPADE starts as plain BatchNorm) and the first outputs are ≈ tanh(0) = 0.
-Under spectral norm only the *direction* of a weight matters (it is divided by its largest
-singular value), so for those convs the scale of the init is irrelevant; their
-power-iteration vectors are re-estimated after the re-initialisation.
+Under spectral norm the *forward pass* sees only the direction of a weight (it is divided
+by its largest singular value); the scale still matters for training, since Adam moves
+each weight by about ``lr`` per step whatever its size, so a small ``weight_orig`` turns
+faster. The official code (old-style ``torch.nn.utils.spectral_norm``) starts its
+power-iteration vectors at random; semsynth re-estimates them with 15 power steps after
+the re-initialisation (as PyTorch's parametrisation does at registration), so the first
+forward pass already divides by ≈ the true largest singular value.
 """
 
 from __future__ import annotations
@@ -35,7 +39,8 @@ def xavier_init_(module: nn.Module, gain: float = 0.02, power_iterations: int = 
     * ``nn.Conv*``/``nn.Linear``: weight ~ ``xavier_normal_(gain)``, bias 0. A weight under
       a ``torch.nn.utils.parametrizations.spectral_norm`` parametrisation is initialised in
       its ``original`` tensor, and the power-iteration vectors are then re-estimated with
-      ``power_iterations`` steps (PyTorch does 15 when the parametrisation is registered).
+      ``power_iterations`` steps (PyTorch does 15 when the parametrisation is registered;
+      the official code's old-style spectral norm starts from random vectors instead).
     * ``nn.BatchNorm*`` with affine parameters: weight ~ N(1, gain), bias 0.
 
     Draws from torch's global RNG (seed it first for a reproducible network).

@@ -57,7 +57,8 @@ class Sampler:
         training loop refreshed on training batches just before writing the checkpoint.
         ``use_ema=False``: the raw generator with the BatchNorm running statistics it
         accumulated (momentum 0.1) during its own training forward passes — nothing is
-        refreshed here. Export folders hold only the EMA generator.
+        refreshed here. An export folder holds one generator (``"ema"`` in its
+        ``export.json`` says which) and is loaded as is.
 
         Raises:
             ValueError: ``use_ema=False`` with an export folder.
@@ -71,7 +72,7 @@ class Sampler:
         if Path(path).is_dir():
             ckpt = export_as_checkpoint(path)
             if not use_ema:
-                raise ValueError(f"{path}: an export holds only the EMA generator")
+                raise ValueError(f"{path}: an export holds one generator; use_ema=False applies to checkpoints")
         else:
             ckpt = load_checkpoint(path, map_location="cpu")
         cfg = checkpoint_config(ckpt, path)
@@ -171,10 +172,16 @@ class Sampler:
             decides whether that is an error).
 
         Raises:
-            DataError: neither given, a class id outside the label space, or a mask that is
-                not 2-D (names ``source`` and the value).
+            DataError: neither given, a label map that is not one ``(H, W)`` map at the
+                generator's size, a class id outside the label space, or a mask that is not
+                2-D (names ``source`` and the value).
         """
-        lab = label[0] if label.dim() == 3 else label
+        if label.dim() == 3 and label.shape[0] == 1:
+            label = label[0]
+        if tuple(label.shape) != (self.height, self.width):
+            raise DataError(f"{source}: region needs one ({self.height}, {self.width}) label map, "
+                            f"got {tuple(label.shape)} (see prepare_label)")
+        lab = label
         if class_id is None and mask is None:
             raise DataError(f"{source}: give a class id, a mask, or both")
         region = torch.ones(self.height, self.width, dtype=torch.bool, device=self.device)
@@ -224,7 +231,9 @@ def _info_from_checkpoint(ckpt: dict) -> DatasetInfo | None:
 
 
 def read_mask_png(path: str | os.PathLike) -> np.ndarray:
-    """Read a region mask: any PNG/JPEG, True where the (grey-converted) pixel is non-zero.
+    """Read a region mask: any PNG/JPEG. With an alpha channel (a layer painted on a
+    transparent canvas), True where alpha > 0; otherwise True where the grey-converted
+    pixel is non-zero.
 
     Returns:
         ``(H, W)`` bool at the file's own size (:meth:`Sampler.region` resizes it).
@@ -237,7 +246,10 @@ def read_mask_png(path: str | os.PathLike) -> np.ndarray:
     try:
         with Image.open(path) as im:
             im.load()
-            arr = np.asarray(im.convert("L")) > 0
+            if "A" in im.getbands() or (im.mode == "P" and "transparency" in im.info):
+                arr = np.asarray(im.convert("RGBA"))[..., 3] > 0
+            else:
+                arr = np.asarray(im.convert("L")) > 0
     except OSError as exc:
         raise DataError(f"{path}: cannot read mask ({exc})") from None
     if not arr.any():

@@ -10,8 +10,9 @@ Schönfeld et al., ICLR 2021, Eq. (1)-(4) and the official ``losses.py``:
   terms are means over all pixels (weighted per pixel for the real term).
 * G loss: ``weighted CE(D(G(z, t)) → 1 + label)``.
 * LabelMix (Eq. 4): mask M with one random bit per label id — shared by the whole batch
-  (``per="batch"``, the official ``generate_labelmix``: ``torch.unique`` over the batch's
-  label map, one ``randint(0, 2)`` per class) or drawn per image (``per="image"``); the mix
+  (``per="batch"``: what the official ``generate_labelmix`` intends, one ``randint(0, 2)``
+  per class of ``torch.unique`` over the batch; its in-place loop also lets the bit of
+  class 1 overwrite class-0 pixels whose bit was 1, a side effect not reproduced here) or drawn per image (``per="image"``); the mix
   ``M·real + (1-M)·fake`` is scored by D and compared (mean squared error) with
   ``M·D(real) + (1-M)·D(fake)``.
 """
@@ -76,8 +77,8 @@ def labelmix_mask(label: torch.Tensor, generator: torch.Generator | None = None,
     Args:
         label: ``(B, H, W)`` int64 label ids.
         generator: RNG for the bits (CPU generator; the training loop owns it).
-        per: ``"batch"`` — one bit per id shared by all images (official OASIS
-            ``generate_labelmix``); ``"image"`` — an independent bit per (image, id).
+        per: ``"batch"`` — one bit per id shared by all images (the intent of the official
+            OASIS ``generate_labelmix``); ``"image"`` — an independent bit per (image, id).
 
     Returns:
         ``(B, 1, H, W)`` float32 in {0, 1}; every pixel of one id in one image (in the whole

@@ -105,9 +105,11 @@ def _check_cond_width(state: dict, n_off: int, z_dim: int, source: str) -> None:
                           f"keys: {found})")
     expected = n_off + z_dim
     if w.dim() != 4 or w.shape[1] != expected:
+        hint = ("; a model trained with --no_3dnoise: pass --z-dim 0" if w.dim() == 4 and w.shape[1] == n_off
+                else "; wrong --dataset or --z-dim?")
         raise ConfigError(
             f"{source}: fc.weight has shape {tuple(w.shape)}, expected (C, {expected}, k, k) = "
-            f"{n_off} official label channels + z_dim {z_dim} noise channels; wrong --dataset or --z-dim?")
+            f"{n_off} official label channels + z_dim {z_dim} noise channels{hint}")
 
 
 def generator_from_official(state: dict, dataset: str, z_dim: int = 64, source: str = "<state dict>") -> dict:
@@ -203,9 +205,10 @@ def discriminator_from_official(state: dict, dataset: str, source: str = "<state
     return out
 
 
-def discriminator_to_official(state: dict, dataset: str, depth: int) -> dict:
-    """Inverse of :func:`discriminator_from_official` (``depth`` = encoder blocks; rows of
-    official classes semsynth lacks are zero)."""
+def discriminator_to_official(state: dict, dataset: str) -> dict:
+    """Inverse of :func:`discriminator_from_official`: semsynth discriminator state →
+    official key names (``nn.Sequential`` positions of ``conv1``/``conv2``) and output
+    rows; rows of official classes semsynth lacks (Cityscapes' channel 34) are zero."""
     n_off = OFFICIAL_DATASETS[dataset][0]
     cmap = channel_map(dataset)
     out = {}
@@ -230,7 +233,8 @@ def discriminator_to_official(state: dict, dataset: str, depth: int) -> dict:
     return out
 
 
-def official_config(state: dict, dataset: str, z_dim: int = 64, d_state: dict | None = None):
+def official_config(state: dict, dataset: str, z_dim: int = 64, d_state: dict | None = None,
+                    g_source: str = "<generator>", d_source: str = "<discriminator>"):
     """The semsynth :class:`~semsynth.config.Config` of an official generator (and
     discriminator) state dict: widths, depth, SPADE hidden width and kernel, spectral norm
     inferred from the tensor shapes; data size and paper settings of the official preset.
@@ -240,9 +244,11 @@ def official_config(state: dict, dataset: str, z_dim: int = 64, d_state: dict | 
         dataset: ``ade20k``, ``cityscapes`` or ``coco_stuff``.
         z_dim: noise channels.
         d_state: the official discriminator state dict, if any (its widths are inferred too).
+        g_source, d_source: file names for errors.
 
     Raises:
-        ConfigError: see :func:`channel_map`.
+        ConfigError: a dataset without an official preset, or a state dict without the
+            official blocks (names ``g_source`` / ``d_source`` and the missing key).
     """
     from semsynth.config import Config, DataConfig
     from semsynth.methods.oasis.discriminator import DiscriminatorConfig
@@ -252,22 +258,33 @@ def official_config(state: dict, dataset: str, z_dim: int = 64, d_state: dict | 
     _, height, width = OFFICIAL_DATASETS.get(dataset, (None, 0, 0))
     channel_map(dataset)
     state = _strip_module(state)
-    nblocks = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("body."))
-    conv = "weight_orig" if "body.0.conv_1.weight_orig" in state else "weight"
-    channels = [state["body.0.norm_0.mlp_gamma.weight"].shape[0]]
-    channels += [state[f"body.{i}.conv_1.{conv}"].shape[0] for i in range(nblocks)]
-    shared = state["body.0.norm_0.mlp_shared.0.weight"]
+    blocks = {int(k.split(".")[1]) for k in state if re.match(r"body\.\d+\.", k)}
+    if not blocks:
+        raise ConfigError(f"{g_source}: not an official OASIS generator (no body.<i>.* SPADE blocks)")
+    try:
+        nblocks = 1 + max(blocks)
+        conv = "weight_orig" if "body.0.conv_1.weight_orig" in state else "weight"
+        channels = [state["body.0.norm_0.mlp_gamma.weight"].shape[0]]
+        channels += [state[f"body.{i}.conv_1.{conv}"].shape[0] for i in range(nblocks)]
+        shared = state["body.0.norm_0.mlp_shared.0.weight"]
+    except KeyError as exc:
+        raise ConfigError(f"{g_source}: not an official OASIS generator (missing {exc})") from None
     gen = GeneratorConfig(channels=tuple(int(c) for c in channels), z_dim=z_dim, spade_hidden=int(shared.shape[0]),
                           spade_kernel=int(shared.shape[-1]), spectral_norm=conv == "weight_orig")
     disc = DiscriminatorConfig()
     if d_state is not None:
         d_state = _strip_module(d_state)
-        depth = 1 + max(int(k.split(".")[1]) for k in d_state if k.startswith("body_down."))
+        down = {int(k.split(".")[1]) for k in d_state if re.match(r"body_down\.\d+\.", k)}
+        if not down:
+            raise ConfigError(f"{d_source}: not an official OASIS discriminator (no body_down.<i>.* blocks)")
         dconv = "weight_orig" if "body_down.0.conv1.0.weight_orig" in d_state else "weight"
-        disc = DiscriminatorConfig(
-            channels=tuple(int(d_state[f"body_down.{i}.conv1.{0 if i == 0 else 1}.{dconv}"].shape[0])
-                           for i in range(depth)),
-            last_channels=int(d_state["layer_up_last.weight"].shape[1]), spectral_norm=dconv == "weight_orig")
+        try:
+            disc = DiscriminatorConfig(
+                channels=tuple(int(d_state[f"body_down.{i}.conv1.{0 if i == 0 else 1}.{dconv}"].shape[0])
+                               for i in range(1 + max(down))),
+                last_channels=int(d_state["layer_up_last.weight"].shape[1]), spectral_norm=dconv == "weight_orig")
+        except KeyError as exc:
+            raise ConfigError(f"{d_source}: not an official OASIS discriminator (missing {exc})") from None
     lm = 5.0 if dataset == "cityscapes" else 10.0
     model = OASISConfig(generator=gen, discriminator=disc, lambda_labelmix=lm, labelmix_mask="batch", init="official")
     load = (286, 286) if dataset in ("ade20k", "coco_stuff") else (None, None)
@@ -342,10 +359,7 @@ def import_official(path: str | os.PathLike, dataset: str, out_dir: str | os.Pat
     d_off = _load_pth(d_path) if d_path is not None else None
     if d_off is not None and "layer_up_last.weight" not in _strip_module(d_off):
         raise ConfigError(f"{d_path}: not an OASIS discriminator state dict (no layer_up_last.weight)")
-    try:
-        cfg = official_config(g_off, dataset, z_dim, d_off)
-    except (KeyError, ValueError) as exc:
-        raise ConfigError(f"{g_path}: not an official OASIS generator (missing {exc})") from None
+    cfg = official_config(g_off, dataset, z_dim, d_off, str(g_path), str(d_path))
     info = dataset_info(cfg.data)  # fixed label space; ADE20K class names if its folder is found
     g_state = generator_from_official(g_off, dataset, z_dim, str(g_path))
     gen = OASISGenerator(cfg.model.generator, info.semantic_nc, cfg.data.height, cfg.data.width)
