@@ -152,6 +152,15 @@ def generator_to_official(state: dict, dataset: str, z_dim: int = 64) -> dict:
     """Inverse of :func:`generator_from_official`: semsynth generator state → official key
     names and label space (official channels that semsynth does not have are zero).
 
+    Args:
+        state: an :class:`~semsynth.methods.oasis.generator.OASISGenerator` state dict;
+            its first conv and SPADE shared convs take ``(z_dim + semantic_nc)`` channels.
+        dataset: ``ade20k``, ``cityscapes`` or ``coco_stuff``.
+        z_dim: noise channels of ``state``.
+
+    Raises:
+        ConfigError: a dataset without an official preset (:func:`channel_map`).
+
     Returns:
         A state dict that ``OASIS_Generator(opt).load_state_dict`` accepts (with
         ``opt.semantic_nc`` of the official preset).
