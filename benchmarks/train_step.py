@@ -1,4 +1,4 @@
-"""Images/s of one OASIS training step (G update + D update with LabelMix) — not a test.
+"""Images/s of one training step (every phase: e.g. G then D) of any method — not a test.
 
 Usage: python benchmarks/train_step.py CONFIG [--batch-size B] [--steps N] [--set k=v ...]
 Prints one JSON line. Uses random label maps of the config's size (compute only, no I/O).
@@ -29,6 +29,10 @@ def main() -> None:
     b = args.batch_size or cfg.train.batch_size
     torch.manual_seed(0)
     method = build_method(cfg, info).to(dev)
+    if not method.phases:
+        print(json.dumps({"benchmark": "train_step", "config": args.config, "method": cfg.method,
+                          "note": "fitted in one pass (no training step)", "parameters": method.parameter_counts()}))
+        return
     opts = {p: torch.optim.Adam(method.phase_parameters(p), lr=1e-4, betas=(0.0, 0.999)) for p in method.phases}
     rng = torch.Generator().manual_seed(0)
     h, w = cfg.data.height, cfg.data.width
@@ -56,11 +60,11 @@ def main() -> None:
     if dev.type == "cuda":
         torch.cuda.synchronize()
     dt = time.perf_counter() - t
-    print(json.dumps({"benchmark": "train_step", "config": args.config, "device": str(dev), "batch_size": b,
+    print(json.dumps({"benchmark": "train_step", "config": args.config, "method": cfg.method,
+                      "device": str(dev), "batch_size": b,
                       "height": h, "width": w, "threads": torch.get_num_threads(),
                       "sec_per_step": round(dt / args.steps, 4), "images_per_s": round(b * args.steps / dt, 2),
-                      "params_G": sum(p.numel() for p in method.generator.parameters()),
-                      "params_D": sum(p.numel() for p in method.discriminator.parameters())}))
+                      "parameters": method.parameter_counts()}))
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import torch
 import torch.nn as nn
 
 from semsynth.config import EMAConfig
-from semsynth.methods.oasis.losses import labelmix_mask
+from semsynth.losses.n1 import labelmix_mask
 from semsynth.nn.init import apply_init, xavier_init_
 from semsynth.noise import noise_from_seeds
 from semsynth.sample.sampler import Sampler

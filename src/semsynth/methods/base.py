@@ -16,6 +16,12 @@ import torch.nn as nn
 from semsynth.types import DatasetInfo
 
 
+def count_parameters(module: nn.Module | None) -> int:
+    """Number of scalar parameters of ``module`` (0 for ``None``); spectral-norm vectors are
+    buffers and not counted, as in the official repositories' counts."""
+    return 0 if module is None else sum(p.numel() for p in module.parameters())
+
+
 class Method(nn.Module):
     """Base class of the synthesis methods.
 
@@ -45,6 +51,19 @@ class Method(nn.Module):
     def z_dim(self) -> int:
         """Noise channels the generator takes (0 = deterministic method)."""
         return int(getattr(self.generator, "z_dim", 0))
+
+    def parameter_counts(self) -> dict[str, int]:
+        """Parameter counts by network, as ``semsynth info`` reports them.
+
+        Default: ``"G"`` (the generator) and ``"D"`` (``self.discriminator``, if any).
+        Methods add their own entries (OASIS: G without the noise input channels; SPADE:
+        the image encoder ``"E"`` apart from G).
+        """
+        counts = {"G": count_parameters(self.generator)}
+        disc = getattr(self, "discriminator", None)
+        if isinstance(disc, nn.Module):
+            counts["D"] = count_parameters(disc)
+        return counts
 
     def phase_parameters(self, phase: str) -> Iterable[nn.Parameter]:
         """Parameters updated in ``phase`` (its optimizer's parameters)."""

@@ -2,8 +2,18 @@
 
 Per step (official ``train.py`` order): a generator update with the class-balanced N+1
 adversarial loss, then a discriminator update with the N+1 loss on real and generated
-images plus λ_LM · LabelMix. No VGG perceptual loss. Optimizer settings (Adam β = (0,
-0.999), lr G 1e-4 / D 4e-4) live in the run's TrainConfig.
+images plus λ_LM · LabelMix. No VGG perceptual loss by default. Optimizer settings (Adam
+β = (0, 0.999), lr G 1e-4 / D 4e-4) live in the run's TrainConfig.
+
+Ablation parts (the paper's Sec. 4 discriminator/VGG ablation; ``configs/ablation/``):
+
+* ``model.lambda_vgg`` > 0 adds the VGG perceptual loss to G (official ``--add_vgg_loss``
+  with ``--lambda_vgg 10``; :func:`semsynth.losses.vgg.vgg_loss`, VGG-16 here).
+* ``model.discriminator_type: multiscale_patchgan`` replaces the U-Net N+1 discriminator by
+  SPADE's multi-scale PatchGAN (:mod:`semsynth.nn.patch_gan`, conditioned on the label
+  map) trained with the hinge loss, and adds feature matching (``model.lambda_feat``, 10) to
+  G (:mod:`semsynth.losses.gan`) — SPADE's adversarial set-up around the OASIS generator.
+  LabelMix and class balancing belong to the N+1 loss and are off then.
 """
 
 from __future__ import annotations
@@ -13,11 +23,14 @@ from dataclasses import dataclass, field
 import torch
 
 from semsynth.labels import one_hot
+from semsynth.losses.gan import multiscale_d_terms, multiscale_g_terms
+from semsynth.losses.n1 import LABELMIX_MASKS, labelmix_loss, labelmix_mask, n1_cross_entropy
+from semsynth.losses.vgg import vgg_loss
 from semsynth.methods.base import Method
 from semsynth.methods.oasis.discriminator import DiscriminatorConfig, OASISDiscriminator
 from semsynth.methods.oasis.generator import GeneratorConfig, OASISGenerator
-from semsynth.methods.oasis.losses import LABELMIX_MASKS, labelmix_loss, labelmix_mask, n1_cross_entropy
 from semsynth.nn.init import apply_init
+from semsynth.nn.patch_gan import MultiscaleDiscriminator, PatchGANConfig
 from semsynth.registry import register_method
 from semsynth.types import ConfigError, DatasetInfo
 
@@ -37,6 +50,12 @@ class OASISConfig:
         init: ``"official"`` (xavier-normal gain 0.02, zero biases; official
             ``init_networks``, :mod:`semsynth.nn.init`) or ``"pytorch"`` (PyTorch's layer
             defaults), for G and D.
+        lambda_vgg: weight of the VGG perceptual loss in G's loss (0 = off, the OASIS
+            method; 10 = the official ``--add_vgg_loss`` setting).
+        discriminator_type: ``"oasis"`` (U-Net, N+1 loss, LabelMix) or
+            ``"multiscale_patchgan"`` (SPADE's D from ``patchgan``, hinge + feature matching).
+        patchgan: the PatchGAN's settings (``multiscale_patchgan`` only).
+        lambda_feat: feature-matching weight (``multiscale_patchgan`` only; SPADE: 10).
     """
 
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
@@ -45,6 +64,14 @@ class OASISConfig:
     labelmix: bool = True
     labelmix_mask: str = "image"
     init: str = "official"
+    lambda_vgg: float = 0.0
+    discriminator_type: str = "oasis"
+    patchgan: PatchGANConfig = field(default_factory=PatchGANConfig)
+    lambda_feat: float = 10.0
+
+
+#: Values of ``OASISConfig.discriminator_type``.
+DISCRIMINATOR_TYPES = ("oasis", "multiscale_patchgan")
 
 
 @register_method("oasis")
@@ -63,11 +90,30 @@ class OASIS(Method):
     def __init__(self, model_cfg: OASISConfig, info: DatasetInfo, height: int, width: int) -> None:
         super().__init__(model_cfg, info, height, width)
         self.generator = OASISGenerator(model_cfg.generator, info.semantic_nc, height, width)
-        self.discriminator = OASISDiscriminator(model_cfg.discriminator, info.semantic_nc)
+        if model_cfg.discriminator_type not in DISCRIMINATOR_TYPES:
+            raise ConfigError(f"model.discriminator_type: {model_cfg.discriminator_type!r} is not one of "
+                              f"{list(DISCRIMINATOR_TYPES)}")
+        self.patchgan = model_cfg.discriminator_type == "multiscale_patchgan"
+        if self.patchgan:
+            self.discriminator = MultiscaleDiscriminator(model_cfg.patchgan, info.semantic_nc + 3)
+        else:
+            self.discriminator = OASISDiscriminator(model_cfg.discriminator, info.semantic_nc)
         if model_cfg.labelmix_mask not in LABELMIX_MASKS:
             raise ConfigError(f"model.labelmix_mask: {model_cfg.labelmix_mask!r} is not one of {list(LABELMIX_MASKS)}")
         apply_init(self.generator, model_cfg.init, "model.init")
         apply_init(self.discriminator, model_cfg.init, "model.init")
+
+    def parameter_counts(self) -> dict[str, int]:
+        """G, G without the noise input channels (the paper's 72.6M for ADE20K), D."""
+        counts = super().parameter_counts()
+        g = self.generator
+        if g.z_dim > 0:  # the noise enters fc and every SPADE's shared conv as extra input channels
+            convs = [g.fc] + [m.shared[0] for m in g.modules() if hasattr(m, "shared")]
+            counts["G_without_noise_inputs"] = counts["G"] - sum(
+                c.weight.shape[0] * g.z_dim * c.weight.shape[2] * c.weight.shape[3] for c in convs)
+        else:
+            counts["G_without_noise_inputs"] = counts["G"]
+        return {"G": counts["G"], "G_without_noise_inputs": counts["G_without_noise_inputs"], "D": counts["D"]}
 
     def phase_parameters(self, phase: str):
         return (self.generator if phase == "G" else self.discriminator).parameters()
@@ -86,10 +132,20 @@ class OASIS(Method):
         z = self._noise(label.shape[0], rng, label.device)
         if phase == "G":
             fake = self.generator(onehot, z)
-            adv = n1_cross_entropy(self.discriminator(fake), label, True, ignore)
-            return {"total": adv, "G_adv": adv}
+            if self.patchgan:
+                out = multiscale_g_terms(self.discriminator, onehot, fake, image, self.model_cfg.lambda_feat)
+            else:
+                out = {"G_adv": n1_cross_entropy(self.discriminator(fake), label, True, ignore)}
+            if self.model_cfg.lambda_vgg > 0:
+                out["G_vgg"] = self.model_cfg.lambda_vgg * vgg_loss(fake, image)
+            out["total"] = sum(out.values())
+            return out
         with torch.no_grad():
             fake = self.generator(onehot, z)
+        if self.patchgan:
+            out = multiscale_d_terms(self.discriminator, onehot, fake, image)
+            out["total"] = out["D_real"] + out["D_fake"]
+            return out
         b = image.shape[0]
         batch = [fake, image]
         if self.model_cfg.labelmix:

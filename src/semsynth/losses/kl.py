@@ -1,0 +1,40 @@
+"""KL divergence of a diagonal Gaussian encoder to N(0, I) (the VAE term of SPADE's encoder).
+
+``KL = −½ Σ (1 + log σ² − μ² − σ²)``, summed over the batch and the latent dimensions (not
+averaged), as NVlabs/SPADE ``models/networks/loss.py`` (``KLDLoss``); SPADE weights it by
+λ_KLD = 0.05 (``--lambda_kld``). Source: Kingma & Welling, ICLR 2014, Appendix B.
+"""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["kl_divergence", "reparameterize"]
+
+
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """``−½ Σ (1 + logvar − mu² − exp(logvar))`` over all elements (scalar ≥ 0).
+
+    Args:
+        mu, logvar: ``(N, z_dim)`` float, same shape.
+
+    Raises:
+        ValueError: shapes differ.
+    """
+    if mu.shape != logvar.shape:
+        raise ValueError(f"kl_divergence: mu {tuple(mu.shape)} vs logvar {tuple(logvar.shape)}")
+    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``z = mu + ε · exp(½ logvar)``, ε ~ N(0, I) drawn on the CPU from ``generator``.
+
+    Args:
+        mu, logvar: ``(N, z_dim)``.
+        generator: CPU RNG (the training run's; checkpointed, so resumes are exact).
+
+    Returns:
+        ``(N, z_dim)`` on ``mu``'s device and dtype.
+    """
+    eps = torch.randn(mu.shape, generator=generator).to(mu.device, mu.dtype)
+    return mu + eps * torch.exp(0.5 * logvar)

@@ -1,0 +1,251 @@
+"""The SPADE generator and its optional VAE image encoder (Park et al., CVPR 2019).
+
+Facts from the paper (Sec. 3, appendix A) and NVlabs/SPADE ``models/networks/generator.py``
+(``SPADEGenerator``), ``architecture.py`` (``SPADEResnetBlock``) and ``encoder.py``
+(``ConvEncoder``); our own code.
+
+Generator (``ngf`` = 64):
+
+* Input: without the encoder, the one-hot label map resized (nearest) to the lowest
+  resolution and a 3×3 conv to ``16·ngf`` channels; with the encoder (``use_vae``), a
+  ``z_dim`` (256) vector through a linear layer to ``16·ngf · h0 · w0``, reshaped.
+* SPADE residual blocks (the shared :class:`semsynth.nn.spade.SPADEResBlock`: spectral norm
+  on the convs, parameter-free BatchNorm, SPADE hidden width 128), widths
+  head ``16→16``, middle_0 ``16→16``, middle_1 ``16→16``, up_0 ``16→8``, up_1 ``8→4``,
+  up_2 ``4→2``, up_3 ``2→1`` (× ``ngf``), and for ``most`` also up_4 ``1→½``.
+* Nearest ×2 upsampling after head, before middle_1 (only ``more``/``most``), before each
+  up_i: 5 (``normal``), 6 (``more``) or 7 (``most``) doublings; the lowest resolution is the
+  output size divided by 2^that.
+* LeakyReLU(0.2) → 3×3 conv to RGB → tanh.
+
+semsynth extension: an output size that is not divisible by 2^doublings (CamVid's 72×96 at
+5 doublings) is reached by nearest resizing along the chain of sizes ``s_k = ceil(s_{k+1}/2)``
+(72 ← 36 ← 18 ← 9 ← 5 ← 3); when the size is divisible this is exactly the official ×2.
+
+Encoder (``ConvEncoder``; ``ndf`` = 64): the image resized (bilinear) to
+``input_size × input_size`` (256), then stride-2 3×3 convs with spectral instance norm and
+LeakyReLU(0.2), widths ``ndf, 2ndf, 4ndf, 8ndf, 8ndf, 8ndf`` down to 4×4, then two linear
+layers ``8ndf·4·4 → z_dim`` for μ and log σ².
+
+Official parameter counts (no encoder) at the paper presets: Cityscapes (``more``,
+semantic_nc 36) 93,048,003; ADE20K (151) 96,492,483; COCO-Stuff (184) 97,480,899. semsynth's
+label spaces have no instance-edge channel (Cityscapes 34, COCO-Stuff 183), which removes
+2.3k–18k parameters per missing channel; see ``docs/results.md`` and ``tests/test_spade.py``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from semsynth.nn.norm import normed_conv
+from semsynth.nn.spade import SPADEResBlock
+from semsynth.noise import noise_from_seeds
+from semsynth.types import ConfigError
+
+__all__ = ["EncoderConfig", "SPADEGeneratorConfig", "ConvEncoder", "SPADEGenerator", "UPSAMPLING_LAYERS"]
+
+#: ``num_upsampling_layers`` → number of ×2 doublings.
+UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """SPADE's VAE image encoder (used only with ``use_vae``).
+
+    Attributes:
+        ndf: width of the first conv (64).
+        input_size: the image is resized to this square size first (official: 256); a power
+            of two ≥ 8; the encoder has ``log2(input_size / 4)`` stride-2 convs.
+        norm: ``norm_E`` (``spectralinstance``).
+    """
+
+    ndf: int = 64
+    input_size: int = 256
+    norm: str = "spectralinstance"
+
+
+@dataclass(frozen=True)
+class SPADEGeneratorConfig:
+    """SPADE generator settings (official defaults).
+
+    Attributes:
+        ngf: base width (64); block widths are multiples of it (see module docstring).
+        num_upsampling_layers: ``normal`` (5 doublings), ``more`` (6; Cityscapes preset) or
+            ``most`` (7, adds up_4).
+        use_vae: an image encoder gives the noise (multi-modal, style-guided); otherwise the
+            generator is deterministic (``z_dim`` is then unused).
+        z_dim: latent size of the encoder (256).
+        spade_hidden: hidden width of SPADE's shared conv (128).
+        spectral_norm: on the residual blocks' convs (``norm_G`` ``spectral...``: yes).
+        encoder: :class:`EncoderConfig`.
+    """
+
+    ngf: int = 64
+    num_upsampling_layers: str = "normal"
+    use_vae: bool = False
+    z_dim: int = 256
+    spade_hidden: int = 128
+    spectral_norm: bool = True
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+
+
+class ConvEncoder(nn.Module):
+    """Image → (μ, log σ²) of a diagonal Gaussian over the ``z_dim`` latent.
+
+    Args:
+        cfg: widths, input size, norm.
+        z_dim: latent size.
+
+    Shapes: ``(N, 3, H, W)`` float in [-1, 1] (any size) → two ``(N, z_dim)`` tensors.
+
+    Raises:
+        ConfigError: ``input_size`` not a power of two ≥ 8.
+    """
+
+    def __init__(self, cfg: EncoderConfig, z_dim: int) -> None:
+        super().__init__()
+        size = cfg.input_size
+        if size < 8 or size & (size - 1):
+            raise ConfigError(f"model.generator.encoder.input_size must be a power of two >= 8, got {size}")
+        self.input_size = size
+        n = int(math.log2(size // 4))
+        widths = [min(cfg.ndf * 2 ** i, cfg.ndf * 8) for i in range(n)]
+        ins = [3] + widths[:-1]
+        self.layers = nn.ModuleList(normed_conv(i, o, 3, 2, 1, cfg.norm, "model.generator.encoder.norm")
+                                    for i, o in zip(ins, widths))
+        self.fc_mu = nn.Linear(widths[-1] * 16, z_dim)
+        self.fc_var = nn.Linear(widths[-1] * 16, z_dim)
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, logvar)``, each ``(N, z_dim)``."""
+        x = image
+        if tuple(x.shape[-2:]) != (self.input_size, self.input_size):
+            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+        for i, layer in enumerate(self.layers):
+            x = layer(x if i == 0 else F.leaky_relu(x, 0.2))
+        x = F.leaky_relu(x, 0.2).flatten(1)
+        return self.fc_mu(x), self.fc_var(x)
+
+
+def _size_chain(size: int, doublings: int) -> list[int]:
+    chain = [size]
+    for _ in range(doublings):
+        chain.append(-(-chain[-1] // 2))
+    return chain[::-1]
+
+
+class SPADEGenerator(nn.Module):
+    """G(label map[, z]) → image.
+
+    Args:
+        cfg: :class:`SPADEGeneratorConfig`.
+        semantic_nc: one-hot channels of the label map.
+        height, width: output size.
+
+    Attributes:
+        z_dim: ``cfg.z_dim`` with the encoder, else 0 (deterministic: one image per label map).
+        spatial_noise: False — the latent is one vector per image (through a linear layer),
+            so local re-sampling of a region is not possible (an OASIS feature).
+        encoder: the :class:`ConvEncoder` (``use_vae``) or ``None``; part of this module so
+            that the EMA and exports carry it (style-guided synthesis).
+
+    Raises:
+        ConfigError: an unknown ``num_upsampling_layers``.
+    """
+
+    spatial_noise = False
+
+    def __init__(self, cfg: SPADEGeneratorConfig, semantic_nc: int, height: int, width: int) -> None:
+        super().__init__()
+        if cfg.num_upsampling_layers not in UPSAMPLING_LAYERS:
+            raise ConfigError(f"model.generator.num_upsampling_layers: {cfg.num_upsampling_layers!r} is not one of "
+                              f"{list(UPSAMPLING_LAYERS)}")
+        self.cfg = cfg
+        self.semantic_nc = semantic_nc
+        self.height, self.width = height, width
+        self.z_dim = cfg.z_dim if cfg.use_vae else 0
+        mode = cfg.num_upsampling_layers
+        k = UPSAMPLING_LAYERS[mode]
+        self.sizes = list(zip(_size_chain(height, k), _size_chain(width, k)))  # k + 1 resolutions
+        nf = cfg.ngf
+        if cfg.use_vae:
+            self.fc = nn.Linear(cfg.z_dim, 16 * nf * self.sizes[0][0] * self.sizes[0][1])
+        else:
+            self.fc = nn.Conv2d(semantic_nc, 16 * nf, 3, padding=1)
+
+        def block(fin: int, fout: int) -> SPADEResBlock:
+            return SPADEResBlock(fin, fout, semantic_nc, cfg.spade_hidden, 3, cfg.spectral_norm)
+
+        # (name, block, upsample before it)
+        plan = [("head", 16, 16, False), ("middle_0", 16, 16, True), ("middle_1", 16, 16, mode != "normal"),
+                ("up_0", 16, 8, True), ("up_1", 8, 4, True), ("up_2", 4, 2, True), ("up_3", 2, 1, True)]
+        widths = {16: 16 * nf, 8: 8 * nf, 4: 4 * nf, 2: 2 * nf, 1: nf}
+        if mode == "most":
+            plan.append(("up_4", 1, 0, True))
+            widths[0] = nf // 2
+        self.blocks = nn.ModuleDict({name: block(widths[a], widths[b]) for name, a, b, _ in plan})
+        self._upsample_before = {name: up for name, _, _, up in plan}
+        self.conv_img = nn.Conv2d(widths[plan[-1][2]], 3, 3, padding=1)
+        self.encoder = ConvEncoder(cfg.encoder, cfg.z_dim) if cfg.use_vae else None
+
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, logvar)`` of images ``(N, 3, H, W)`` in [-1, 1].
+
+        Raises:
+            ValueError: the generator was built without the encoder (``use_vae`` false).
+        """
+        if self.encoder is None:
+            raise ValueError("this SPADE generator has no image encoder (model.generator.use_vae is false)")
+        return self.encoder(image)
+
+    def forward(self, label_onehot: torch.Tensor, z: torch.Tensor | None = None,
+                seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """Generate images.
+
+        Args:
+            label_onehot: ``(N, semantic_nc, H, W)`` float one-hot at the configured size.
+            z: ``(N, z_dim)`` latent (``use_vae`` only; e.g. the encoder's sample or μ).
+            seeds: with ``z=None`` and ``use_vae``: one seed per sample, z ~ N(0, I) seeded
+                per sample (:func:`semsynth.noise.noise_from_seeds`); with both ``None``,
+                drawn from torch's global RNG. Ignored without the encoder.
+
+        Returns:
+            ``(N, 3, H, W)`` float in [-1, 1].
+
+        Raises:
+            ValueError: wrong channels or size; a latent that is not ``(N, z_dim)`` (e.g. a
+                spatial noise map: SPADE's latent is one vector per image).
+        """
+        n, c, h, w = label_onehot.shape
+        if c != self.semantic_nc:
+            raise ValueError(f"label map has {c} one-hot channels, generator expects {self.semantic_nc}")
+        if (h, w) != (self.height, self.width):
+            raise ValueError(f"label map is {h}x{w}, generator was built for {self.height}x{self.width}")
+        h0, w0 = self.sizes[0]
+        if self.encoder is not None:
+            if z is None:
+                if seeds is not None:
+                    if len(seeds) != n:
+                        raise ValueError(f"{len(seeds)} seeds for a batch of {n}")
+                    z = noise_from_seeds(seeds, self.z_dim, label_onehot.device)
+                else:
+                    z = torch.randn(n, self.z_dim, device=label_onehot.device)
+            if z.dim() != 2 or tuple(z.shape) != (n, self.z_dim):
+                raise ValueError(f"SPADE's latent must be (N, z_dim) = ({n}, {self.z_dim}), got {tuple(z.shape)}; "
+                                 "it is one vector per image (no spatial noise, no local re-sampling)")
+            x = self.fc(z.to(label_onehot.dtype)).view(n, -1, h0, w0)
+        else:
+            x = self.fc(F.interpolate(label_onehot, size=(h0, w0), mode="nearest"))
+        level = 0
+        for name, blk in self.blocks.items():
+            if self._upsample_before[name]:
+                level += 1
+                x = F.interpolate(x, size=self.sizes[level], mode="nearest")
+            x = blk(x, label_onehot)
+        return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))

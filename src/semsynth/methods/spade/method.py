@@ -1,0 +1,126 @@
+"""SPADE (GauGAN; Park et al., "Semantic Image Synthesis with Spatially-Adaptive
+Normalization", CVPR 2019) as a :class:`semsynth.methods.base.Method`.
+
+Composed from shared parts: the SPADE generator (:mod:`semsynth.methods.spade.generator`,
+built on :class:`semsynth.nn.spade.SPADEResBlock`), the multi-scale PatchGAN
+(:mod:`semsynth.nn.patch_gan`), hinge + feature matching (:mod:`semsynth.losses.gan`), the
+VGG loss (:mod:`semsynth.losses.vgg`, VGG-16 weights here — see there) and the VAE's KL term
+(:mod:`semsynth.losses.kl`).
+
+Per step, as NVlabs/SPADE ``models/pix2pix_model.py`` and ``trainers/pix2pix_trainer.py``:
+
+* G: with the encoder, ``z = μ + ε·σ`` of the real image and ``λ_KLD · KL`` (0.05); then
+  ``hinge_G + λ_feat · FM + λ_VGG · VGG`` (10, 10). The encoder is trained with G.
+* D: the fake made again without gradients (the encoder's z for the same real image),
+  ``hinge_D(real) + hinge_D(fake)``.
+* Optimiser (the run's TrainConfig): Adam β = (0, 0.9), TTUR lr G 1e-4, D 4e-4. The
+  official linear lr decay (``niter_decay``, 0 in every official preset) is not implemented.
+* Initialisation: xavier-normal gain 0.02 (official ``--init_type xavier
+  --init_variance 0.02``; :mod:`semsynth.nn.init`).
+
+Not implemented: the instance-edge input channel of the official Cityscapes/COCO-Stuff
+presets (semsynth's label spaces carry no instance maps); the generator then has one input
+channel fewer in every SPADE (see ``docs/results.md`` for the counts).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from semsynth.labels import one_hot
+from semsynth.losses.gan import multiscale_d_terms, multiscale_g_terms
+from semsynth.losses.kl import kl_divergence, reparameterize
+from semsynth.losses.vgg import vgg_loss
+from semsynth.methods.base import Method, count_parameters
+from semsynth.methods.spade.generator import SPADEGenerator, SPADEGeneratorConfig
+from semsynth.nn.init import apply_init
+from semsynth.nn.patch_gan import MultiscaleDiscriminator, PatchGANConfig
+from semsynth.registry import register_method
+from semsynth.types import DatasetInfo
+
+__all__ = ["SPADEConfig", "SPADE"]
+
+
+@dataclass(frozen=True)
+class SPADEConfig:
+    """The ``model:`` section of a SPADE run (official defaults).
+
+    Attributes:
+        generator: :class:`semsynth.methods.spade.generator.SPADEGeneratorConfig` (with the
+            encoder settings under ``generator.encoder``).
+        discriminator: :class:`semsynth.nn.patch_gan.PatchGANConfig` (ndf 64, num_D 2,
+            n_layers_D 4, spectral instance norm).
+        lambda_feat: feature-matching weight (10; 0 = off, ``--no_ganFeat_loss``).
+        lambda_vgg: VGG loss weight (10; 0 = off, ``--no_vgg_loss``).
+        lambda_kld: KL weight of the encoder (0.05; used only with ``generator.use_vae``).
+        init: ``"official"`` (xavier 0.02) or ``"pytorch"``.
+    """
+
+    generator: SPADEGeneratorConfig = field(default_factory=SPADEGeneratorConfig)
+    discriminator: PatchGANConfig = field(default_factory=PatchGANConfig)
+    lambda_feat: float = 10.0
+    lambda_vgg: float = 10.0
+    lambda_kld: float = 0.05
+    init: str = "official"
+
+
+@register_method("spade")
+class SPADE(Method):
+    """SPADE generator (+ optional VAE encoder) and multi-scale PatchGAN discriminator.
+
+    Args:
+        model_cfg: :class:`SPADEConfig`.
+        info: label space (``semantic_nc`` one-hot channels; D sees ``semantic_nc + 3``).
+        height, width: training resolution.
+
+    Raises:
+        ConfigError: an unknown upsampling mode, norm or init scheme.
+    """
+
+    config_class = SPADEConfig
+    phases = ("G", "D")
+
+    def __init__(self, model_cfg: SPADEConfig, info: DatasetInfo, height: int, width: int) -> None:
+        super().__init__(model_cfg, info, height, width)
+        self.generator = SPADEGenerator(model_cfg.generator, info.semantic_nc, height, width)
+        self.discriminator = MultiscaleDiscriminator(model_cfg.discriminator, info.semantic_nc + 3)
+        apply_init(self.generator, model_cfg.init, "model.init")
+        apply_init(self.discriminator, model_cfg.init, "model.init")
+
+    def parameter_counts(self) -> dict[str, int]:
+        """``G`` (without the encoder: the official count), ``E`` (encoder, 0 if none), ``D``."""
+        e = count_parameters(self.generator.encoder)
+        return {"G": count_parameters(self.generator) - e, "E": e, "D": count_parameters(self.discriminator)}
+
+    def phase_parameters(self, phase: str):
+        return (self.generator if phase == "G" else self.discriminator).parameters()
+
+    def phase_lr(self, phase: str, train_cfg) -> float:
+        return float(train_cfg.lr_g if phase == "G" else train_cfg.lr_d)
+
+    def phase_losses(self, phase, image, label, rng):
+        onehot = one_hot(label, self.info.semantic_nc)
+        cfg = self.model_cfg
+        if phase == "G":
+            out: dict[str, torch.Tensor] = {}
+            z = None
+            if self.generator.encoder is not None:
+                mu, logvar = self.generator.encode(image)
+                z = reparameterize(mu, logvar, rng)
+                out["G_kld"] = cfg.lambda_kld * kl_divergence(mu, logvar)
+            fake = self.generator(onehot, z)
+            out.update(multiscale_g_terms(self.discriminator, onehot, fake, image, cfg.lambda_feat))
+            if cfg.lambda_vgg > 0:
+                out["G_vgg"] = cfg.lambda_vgg * vgg_loss(fake, image)
+            out["total"] = sum(out.values())
+            return out
+        with torch.no_grad():
+            z = None
+            if self.generator.encoder is not None:
+                z = reparameterize(*self.generator.encode(image), rng)
+            fake = self.generator(onehot, z)
+        out = multiscale_d_terms(self.discriminator, onehot, fake, image)
+        out["total"] = out["D_real"] + out["D_fake"]
+        return out
