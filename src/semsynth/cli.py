@@ -46,7 +46,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, args.set or [])
     info = dataset_info(cfg.data)
-    method = build_method(cfg, info)
+    import torch
+
+    with torch.device("meta"):  # shapes only: no memory, no initialisation cost
+        method = build_method(cfg, info)
     params = method.parameter_counts()
     data = {"name": info.name, "semantic_nc": info.semantic_nc, "num_classes": info.num_classes,
             "ignore_index": info.ignore_index, "class_names": list(info.class_names), "splits": {}}
@@ -87,6 +90,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_sample(args: argparse.Namespace) -> int:
     """``semsynth sample CHECKPOINT --labels PATH [--out DIR] [--seeds 0-3] ...``."""
+    import numpy as np
+
     from semsynth.imageio import save_png
     from semsynth.labels import to_uint8_image
     from semsynth.sample.sampler import Sampler, read_label_png, read_mask_png
@@ -110,9 +115,35 @@ def cmd_sample(args: argparse.Namespace) -> int:
     local = args.resample_class is not None or mask is not None
     regions = [sampler.region(lab, args.resample_class, mask, source=f"--resample-class/--resample-mask, {f}")
                for f, lab in zip(files, labels)] if local else [None] * len(files)
+    style = None
+    if args.style:
+        from PIL import Image
+
+        try:
+            with Image.open(args.style) as im:
+                style_img = np.asarray(im.convert("RGB"))
+        except (OSError, ValueError) as exc:
+            raise DataError(f"--style {args.style}: cannot read the image ({exc})") from None
+        style = sampler.style_latent(style_img, source=f"--style {args.style}")
+        if local:
+            raise DataError("--style and local re-sampling (--resample-class/--resample-mask) do not combine")
+    if local and sampler.local_resampling_unavailable():
+        raise DataError(f"--resample-class/--resample-mask: {sampler.local_resampling_unavailable()}")
+    deterministic = sampler.z_dim == 0 or style is not None
+    if deterministic and len(seeds) > 1:
+        method = getattr(getattr(sampler, "config", None), "method", "this")
+        why = "the style image fixes the latent" if style is not None else f"the {method} generator takes no noise"
+        print(f"note: {why}: one image per label map, seeds {seeds} are not used", file=sys.stderr)
     out = Path(args.out)
     written = 0
     for f, lab, region in zip(files, labels, regions):
+        if deterministic:
+            z = style.expand(1, -1) if style is not None else None
+            img = sampler.generate(lab, seeds=[0], z=z)
+            tag = "_style" if style is not None else ""
+            save_png(out / f"{f.stem}{tag}.png", to_uint8_image(img)[0])
+            written += 1
+            continue
         if local:
             if not region.any():
                 print(f"warning: {f.name}: the region to re-sample is empty; images equal the base seed's",
@@ -126,7 +157,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
         for s, img in zip(seeds, to_uint8_image(imgs)):
             save_png(out / f"{f.stem}{tag}_seed{s}.png", img)
             written += 1
-    print(json.dumps({"out": str(out), "images": written, "label_maps": len(files), "seeds": seeds}))
+    print(json.dumps({"out": str(out), "images": written, "label_maps": len(files),
+                      "seeds": [] if deterministic else seeds, "deterministic": deterministic}))
     return 0
 
 
@@ -170,6 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--resample-class", type=int, default=None, help="re-sample only this label id")
     s.add_argument("--resample-mask", default=None, help="re-sample only where this PNG is non-zero")
     s.add_argument("--base-seed", type=int, default=0, help="noise outside the re-sampled region")
+    s.add_argument("--style", default=None,
+                   help="a reference photo: its encoder latent drives every image (SPADE with use_vae)")
     s.add_argument("--device", default="auto")
     s.set_defaults(func=cmd_sample)
 

@@ -155,6 +155,55 @@ class Sampler:
         lab = label if label.dim() == 3 else label[None]
         return self.generate(lab.expand(len(seeds), -1, -1), seeds=list(seeds), batch_size=batch_size)
 
+    def local_resampling_unavailable(self) -> str | None:
+        """Why this generator cannot re-sample a region (``None`` if it can).
+
+        Local re-sampling needs per-pixel noise (OASIS's 3D noise). A generator without
+        noise (SPADE without its encoder, CRN) or with one latent vector per image (SPADE's
+        encoder latent, through a linear layer) cannot.
+        """
+        if self.z_dim == 0:
+            return ("this generator takes no noise (a deterministic method, e.g. SPADE without its encoder): "
+                    "there is nothing to re-sample locally")
+        if not getattr(self.generator, "spatial_noise", True):
+            return ("this generator's noise is one vector per image (SPADE's encoder latent, through a linear "
+                    "layer): a region cannot be re-sampled on its own; local re-sampling needs OASIS's 3D noise")
+        return None
+
+    @torch.no_grad()
+    def style_latent(self, image: torch.Tensor | np.ndarray, source: str = "<style image>") -> torch.Tensor:
+        """Latent of a reference image for style-guided synthesis (SPADE with its encoder).
+
+        The latent is the encoder's mean μ (no sampling), so the same reference always gives
+        the same images: ``generate(label, z=style_latent(img).expand(N, -1))``.
+
+        Args:
+            image: ``(H, W, 3)`` uint8 RGB (any size; the encoder resizes it) or ``(3, H, W)``
+                / ``(1, 3, H, W)`` float in [-1, 1].
+            source: file name for error messages.
+
+        Returns:
+            ``(1, z_dim)`` float32 on the sampler's device.
+
+        Raises:
+            DataError: the generator has no image encoder, or the image has the wrong shape.
+        """
+        encode = getattr(self.generator, "encode", None)
+        if encode is None or getattr(self.generator, "encoder", None) is None:
+            raise DataError(f"{source}: style-guided synthesis needs an image encoder (SPADE with "
+                            "model.generator.use_vae: true); this checkpoint has none")
+        x = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
+        if x.dtype == torch.uint8:
+            if x.dim() != 3 or x.shape[-1] != 3:
+                raise DataError(f"{source}: a style image must be (H, W, 3) RGB, got {tuple(x.shape)}")
+            x = x.permute(2, 0, 1).float() / 127.5 - 1
+        if x.dim() == 3:
+            x = x[None]
+        if x.dim() != 4 or x.shape[:2] != (1, 3):
+            raise DataError(f"{source}: a style image must be one RGB image, got {tuple(x.shape)}")
+        mu, _ = encode(x.float().to(self.device))
+        return mu
+
     def region(self, label: torch.Tensor, class_id: int | None = None,
                mask: torch.Tensor | np.ndarray | None = None, source: str = "<region>") -> torch.Tensor:
         """The region to re-sample: the pixels of ``class_id``, the True pixels of ``mask``,
@@ -210,11 +259,15 @@ class Sampler:
 
         Returns:
             ``(len(seeds), 3, H, W)`` float32 in [-1, 1].
+
+        Raises:
+            ValueError: a generator without noise, or whose noise is not spatial (SPADE).
         """
         lab = label if label.dim() == 3 else label[None]
         k = len(seeds)
-        if self.z_dim == 0:
-            raise ValueError("this generator takes no noise: nothing to re-sample")
+        why = self.local_resampling_unavailable()
+        if why:
+            raise ValueError(why)
         reg = region.to(torch.bool).reshape(1, *lab.shape[-2:]).expand(k, -1, -1).cpu()
         base = noise_from_seeds([base_seed] * k, self.z_dim)
         new = noise_from_seeds(list(seeds), self.z_dim)
