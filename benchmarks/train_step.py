@@ -33,7 +33,8 @@ def main() -> None:
         print(json.dumps({"benchmark": "train_step", "config": args.config, "method": cfg.method,
                           "note": "fitted in one pass (no training step)", "parameters": method.parameter_counts()}))
         return
-    opts = {p: torch.optim.Adam(method.phase_parameters(p), lr=1e-4, betas=(0.0, 0.999)) for p in method.phases}
+    opts = {p: torch.optim.Adam(method.phase_parameters(p), lr=method.phase_lr(p, cfg.train),
+                                betas=tuple(float(b) for b in cfg.train.betas)) for p in method.phases}
     rng = torch.Generator().manual_seed(0)
     h, w = cfg.data.height, cfg.data.width
     label = torch.randint(0, info.semantic_nc, (b, h // 8, w // 8))

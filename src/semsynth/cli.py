@@ -116,6 +116,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
     regions = [sampler.region(lab, args.resample_class, mask, source=f"--resample-class/--resample-mask, {f}")
                for f, lab in zip(files, labels)] if local else [None] * len(files)
     style = None
+    if args.style and local:
+        raise DataError("--style and local re-sampling (--resample-class/--resample-mask) do not combine")
     if args.style:
         from PIL import Image
 
@@ -125,8 +127,6 @@ def cmd_sample(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise DataError(f"--style {args.style}: cannot read the image ({exc})") from None
         style = sampler.style_latent(style_img, source=f"--style {args.style}")
-        if local:
-            raise DataError("--style and local re-sampling (--resample-class/--resample-mask) do not combine")
     if local and sampler.local_resampling_unavailable():
         raise DataError(f"--resample-class/--resample-mask: {sampler.local_resampling_unavailable()}")
     deterministic = sampler.z_dim == 0 or style is not None

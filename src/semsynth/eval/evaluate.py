@@ -167,8 +167,11 @@ def diversity_of(sampler, labels: torch.Tensor, num_maps: int, num_samples: int,
         samples = sampler.sample_many(labels[m].to(sampler.device), seeds)
         ms.append(float(ms_ssim_pairwise(samples)))
         lps.append(float(lpips_pairwise(samples.to(device), lp)))
-    return {"ms_ssim": float(np.mean(ms)), "lpips": float(np.mean(lps)),
-            "diversity_maps": len(ms), "diversity_samples": num_samples}
+    out = {"ms_ssim": float(np.mean(ms)), "lpips": float(np.mean(lps)),
+           "diversity_maps": len(ms), "diversity_samples": num_samples}
+    if sampler.z_dim == 0:
+        out["diversity_note"] = "deterministic generator (no noise input): every seed gives the same image"
+    return out
 
 
 def _run_metrics(metrics, compute: dict) -> tuple[dict, dict]:

@@ -108,12 +108,11 @@ def multiscale_g_terms(discriminator, cond: torch.Tensor, fake: torch.Tensor, re
         ``lambda_feat > 0``; unweighted scalars except ``G_feat``.
     """
     b = fake.shape[0]
+    if lambda_feat <= 0:  # the real half is only needed for feature matching
+        return {"G_adv": hinge_g_loss(discriminator(torch.cat([cond, fake], 1)))}
     out = discriminator(torch.cat([torch.cat([cond, fake], 1), torch.cat([cond, real], 1)]))
     out_fake, out_real = _split(out, b)
-    terms = {"G_adv": hinge_g_loss(out_fake)}
-    if lambda_feat > 0:
-        terms["G_feat"] = lambda_feat * feature_matching_loss(out_fake, out_real)
-    return terms
+    return {"G_adv": hinge_g_loss(out_fake), "G_feat": lambda_feat * feature_matching_loss(out_fake, out_real)}
 
 
 def multiscale_d_terms(discriminator, cond: torch.Tensor, fake: torch.Tensor,

@@ -9,8 +9,8 @@ has the same term behind ``--add_vgg_loss``.
 One difference from the official code, and one quirk kept:
 
 * **VGG-16 instead of VGG-19** (no VGG-19 weights offline; see :mod:`semsynth.nn.perceptual`).
-  The relu1_1 and relu2_1 taps are the same layers in both networks; relu3_1 … relu5_1 sit
-  one, two and three convs shallower in the VGG-16 trunk.
+  The taps sit at the same depth up to relu3_1; relu4_1 and relu5_1 are one and two convs
+  shallower in VGG-16 (and all weights come from a different trained network).
 * Kept: the input is the image in [-1, 1] with no ImageNet normalisation, as the official
   code feeds it.
 

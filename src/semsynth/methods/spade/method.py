@@ -19,8 +19,9 @@ Per step, as NVlabs/SPADE ``models/pix2pix_model.py`` and ``trainers/pix2pix_tra
   --init_variance 0.02``; :mod:`semsynth.nn.init`).
 
 Not implemented: the instance-edge input channel of the official Cityscapes/COCO-Stuff
-presets (semsynth's label spaces carry no instance maps); the generator then has one input
-channel fewer in every SPADE (see ``docs/results.md`` for the counts).
+presets (semsynth's label spaces carry no instance maps): G and D have one input channel
+fewer for COCO-Stuff and two for Cityscapes (whose label space is labelIds 0-33, not the
+official 35 channels); ``docs/results.md`` gives the counts (−0.03 % / −0.07 %).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from semsynth.methods.base import Method, count_parameters
 from semsynth.methods.spade.generator import SPADEGenerator, SPADEGeneratorConfig
 from semsynth.nn.init import apply_init
 from semsynth.nn.patch_gan import MultiscaleDiscriminator, PatchGANConfig
+from semsynth.nn.perceptual import require_vgg16
 from semsynth.registry import register_method
 from semsynth.types import DatasetInfo
 
@@ -77,6 +79,7 @@ class SPADE(Method):
 
     Raises:
         ConfigError: an unknown upsampling mode, norm or init scheme.
+        VGGUnavailable: ``lambda_vgg > 0`` without the VGG-16 weights installed.
     """
 
     config_class = SPADEConfig
@@ -84,6 +87,8 @@ class SPADE(Method):
 
     def __init__(self, model_cfg: SPADEConfig, info: DatasetInfo, height: int, width: int) -> None:
         super().__init__(model_cfg, info, height, width)
+        if model_cfg.lambda_vgg > 0:
+            require_vgg16("model.lambda_vgg > 0 (the VGG loss)")
         self.generator = SPADEGenerator(model_cfg.generator, info.semantic_nc, height, width)
         self.discriminator = MultiscaleDiscriminator(model_cfg.discriminator, info.semantic_nc + 3)
         apply_init(self.generator, model_cfg.init, "model.init")
