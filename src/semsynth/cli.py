@@ -81,10 +81,17 @@ def cmd_train(args: argparse.Namespace) -> int:
         from semsynth.eval.selection import fid_evaluator
 
         evaluator = fid_evaluator(cfg)
-    trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress, evaluator=evaluator)
+    if args.resume_from_last_good and not args.resume:
+        raise SemsynthError("--resume-from-last-good needs --resume")
+    trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress, evaluator=evaluator,
+                      resume_from_last_good=args.resume_from_last_good)
     result = trainer.run()
     print(json.dumps({"out": str(result.out_dir), "step": result.step, "images_seen": result.images_seen,
                       "seconds": round(result.elapsed_seconds, 1), "stop_reason": result.stop_reason}))
+    if result.stop_reason in ("SIGTERM", "SIGINT"):
+        print(f"semsynth train: stopped by {result.stop_reason} at step {result.step}; checkpoint "
+              f"{result.out_dir / 'checkpoints' / 'latest.pt'} written; resume with: semsynth train {args.config} "
+              f"--out {result.out_dir} --resume" + "".join(f" --set {s}" for s in (args.set or [])), file=sys.stderr)
     return 0
 
 
@@ -191,6 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", help="run folder (default runs/<config name>)")
     t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a dotted config key")
     t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoints/latest.pt")
+    t.add_argument("--resume-from-last-good", action="store_true",
+                   help="with --resume: if latest.pt is corrupt, continue from the newest intact step_*.pt")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
     t.set_defaults(func=cmd_train)
 

@@ -13,7 +13,9 @@ configs), so a misspelt key in a YAML file or in ``--set`` is an error naming th
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
@@ -22,7 +24,7 @@ from typing import Any, Optional, Sequence, Tuple
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from semsynth.types import ConfigError
+from semsynth.types import ConfigError, SemsynthError
 
 
 @dataclass(frozen=True)
@@ -235,10 +237,26 @@ def config_to_yaml(cfg: Config) -> str:
     return OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg)))
 
 
+class DiskFull(SemsynthError, OSError):
+    """No space left while writing a file; the previous version of the file is intact.
+
+    The message names the file, the bytes needed and the bytes free on its file system.
+    """
+
+    def __str__(self) -> str:
+        return str(self.strerror)
+
+
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: a temp file in the same folder, then rename.
 
-    A crash at any moment leaves either the old file or the new one, never a partial file.
+    A crash at any moment leaves either the old file or the new one, never a partial file
+    (a SIGKILL between write and rename can leave the temp file ``.<name>.*.tmp``; the
+    trainer removes those, see :mod:`semsynth.train.runfolder`).
+
+    Raises:
+        DiskFull: the file system ran out of space (``ENOSPC``/``EDQUOT``); the temp file is
+            removed and ``path`` keeps its previous content.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -249,6 +267,14 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+            free = shutil.disk_usage(path.parent).free
+            raise DiskFull(exc.errno, f"no space left on the device to write {path}: it needs {len(data):,} bytes, "
+                                      f"{free:,} are free; the previous {path.name} (if any) is intact") from None
+        raise
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)

@@ -18,6 +18,9 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
+import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +41,7 @@ from semsynth.train.checkpoint import (
     save_checkpoint,
 )
 from semsynth.train.ema import ema_beta, make_ema, refresh_batchnorm, update_ema
+from semsynth.train.runfolder import RunLock, remove_stale_temp_files
 from semsynth.types import ConfigError, DatasetInfo, SemsynthError
 
 REFRESH_SEED_OFFSET = 1_000_003  # noise seeds of BatchNorm-refresh passes: offset + i
@@ -141,19 +145,30 @@ class Trainer:
         progress: show a tqdm progress bar.
         evaluator: optional ``f(trainer) -> dict`` called every ``cfg.eval.every`` steps on
             the val split; its ``"fid"`` selects ``checkpoints/best.pt``.
+        resume_from_last_good: with ``resume``, if ``latest.pt`` is unreadable (truncated,
+            corrupt), continue from the newest readable ``step_NNNNNNN.pt`` instead of
+            stopping (never done silently: a note names both files).
 
     Raises:
         ConfigError: resuming with a config that differs from the checkpoint's in a key
             that changes what is computed (the message lists the keys), or ``resume``
-            without a checkpoint, or a fresh run in a folder that already holds one.
+            without a checkpoint, or a fresh run in a folder that already holds one, or an
+            unreadable ``latest.pt`` without ``resume_from_last_good`` (the message names it
+            and the newest intact ``step_*.pt``).
+        RunFolderBusy: another live process trains in ``out_dir``.
     """
 
     def __init__(self, cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
-                 progress: bool = True, evaluator: Callable | None = None) -> None:
+                 progress: bool = True, evaluator: Callable | None = None,
+                 resume_from_last_good: bool = False) -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
         self.progress = progress
         self.evaluator = evaluator
+        self.lock = RunLock(self.out)
+        self.lock.check()  # fail at once if another process trains here
+        self.resumed_from: Path | None = None
+        self._signal: int | None = None
         self.device = select_device(cfg.train.device)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
@@ -164,12 +179,11 @@ class Trainer:
         latest = self.out / "checkpoints" / "latest.pt"
         ckpt = None
         if resume:
-            ckpt = load_checkpoint(latest) if latest.exists() else None
-            if ckpt is None:
-                raise ConfigError(f"--resume: no checkpoint at {latest}")
-            diffs = config_differences(checkpoint_config(ckpt, latest), cfg)
+            ckpt, source = self._resume_checkpoint(latest, resume_from_last_good)
+            self.resumed_from = source
+            diffs = config_differences(checkpoint_config(ckpt, source), cfg)
             if diffs:
-                raise ConfigError(f"--resume: config differs from {latest}: " + "; ".join(diffs))
+                raise ConfigError(f"--resume: config differs from {source}: " + "; ".join(diffs))
         elif latest.exists():
             raise ConfigError(f"{latest} exists: pass --resume to continue that run, or choose another --out")
 
@@ -209,6 +223,37 @@ class Trainer:
         self._saved_step = self.step if ckpt is not None else -1
 
     # ----------------------------------------------------------------- helpers
+    @staticmethod
+    def _resume_checkpoint(latest: Path, last_good: bool) -> tuple[dict, Path]:
+        """``latest.pt``, or (``last_good``) the newest readable ``step_*.pt`` if it is corrupt."""
+        if not latest.exists():
+            raise ConfigError(f"--resume: no checkpoint at {latest}")
+        try:
+            return load_checkpoint(latest), latest
+        except ConfigError as exc:
+            problem = str(exc)
+        intact = None
+        for p in sorted(latest.parent.glob("step_*.pt"), reverse=True):
+            try:
+                ckpt = load_checkpoint(p)
+            except ConfigError:
+                continue
+            intact = (ckpt, p)
+            break
+        if not last_good or intact is None:
+            hint = (f"the newest intact checkpoint is {intact[1]} (step {intact[0]['step']}); pass "
+                    f"--resume-from-last-good to continue from it" if intact is not None
+                    else "no intact step_*.pt checkpoint exists in that folder either")
+            raise ConfigError(f"--resume: {latest} is corrupt or truncated ({problem}); {hint}")
+        print(f"note: {latest} is unreadable; resuming from {intact[1]} (step {intact[0]['step']}) "
+              "as --resume-from-last-good asks", file=sys.stderr)
+        return intact
+
+    def _on_signal(self, signum, frame) -> None:
+        if self._signal is not None:  # a second signal: stop now, without a checkpoint
+            raise KeyboardInterrupt
+        self._signal = signum
+
     def refresh_batches(self) -> Iterator[tuple[torch.Tensor, list[int]]]:
         """Deterministic (one-hot, seeds) batches of training label maps for the BN refresh."""
         n, b = len(self._refresh_set), self.cfg.train.batch_size
@@ -273,6 +318,7 @@ class Trainer:
         """Refresh EMA BatchNorm, then write ``latest.pt`` (and ``step_NNNNNNN.pt`` if periodic)."""
         if self._saved_step == self.step:
             return
+        remove_stale_temp_files(self.out, quiet=True)  # of writes killed earlier in this folder
         self.refresh_ema_batchnorm()
         state = self.state(elapsed)
         ck = self.out / "checkpoints"
@@ -294,18 +340,42 @@ class Trainer:
 
     # -------------------------------------------------------------------- loop
     def run(self) -> TrainResult:
-        """Train until ``max_steps`` or ``max_minutes``; returns a :class:`TrainResult`.
+        """Train until ``max_steps``, ``max_minutes`` or SIGTERM/SIGINT; returns a
+        :class:`TrainResult`.
+
+        Holds the run folder's lock (:class:`semsynth.train.runfolder.RunLock`) while it
+        runs and removes temp files of earlier interrupted writes. SIGTERM (what schedulers
+        send before killing) or Ctrl-C ends the run after the current step with a checkpoint
+        (``stop_reason`` ``"SIGTERM"``/``"SIGINT"``); a second signal stops at once.
 
         Raises:
             TrainingDiverged: a non-finite loss (the last good checkpoint is kept).
+            RunFolderBusy: another live process holds the run folder.
+            DiskFull: no space for a checkpoint (the previous one stays intact).
         """
-        from tqdm import tqdm
-
         cfg, tc = self.cfg, self.cfg.train
         self.out.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, self.out / "config.yaml")
-        if not self.method.phases:
-            return self._fit_once()
+        self.lock.acquire()
+        if self.lock.took_over:
+            print(f"note: {self.out}: {self.lock.took_over}", file=sys.stderr)
+        handlers = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                handlers[sig] = signal.signal(sig, self._on_signal)
+        try:
+            remove_stale_temp_files(self.out)
+            save_config(cfg, self.out / "config.yaml")
+            if not self.method.phases:
+                return self._fit_once()
+            return self._train(cfg, tc)
+        finally:
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
+            self.lock.release()
+
+    def _train(self, cfg: Config, tc) -> TrainResult:
+        from tqdm import tqdm
+
         loader = DataLoader(
             _EpochIndexed(self.train_set),
             batch_sampler=StepBatchSampler(len(self.train_set), tc.batch_size, cfg.seed, self.step),
@@ -318,12 +388,19 @@ class Trainer:
         sums: dict[str, float] = {}
         nsum = 0
         t_log = time.time()
-        bar = tqdm(total=tc.max_steps, initial=self.step, disable=not self.progress,
-                   dynamic_ncols=True, unit="step", desc="train")
+        # The bar counts what will stop the run: the time budget when there is one (elapsed /
+        # budget in seconds, the step in the postfix), else the steps.
+        timed = tc.max_minutes is not None
+        bar = tqdm(total=int(limit_s) if timed else tc.max_steps,
+                   initial=int(self.elapsed_before) if timed else self.step,
+                   disable=not self.progress, dynamic_ncols=True, unit="s" if timed else "step", desc="train")
         stop_reason = "max_steps"
         it = iter(loader)
         try:
             while self.step < tc.max_steps:
+                if self._signal is not None:
+                    stop_reason = signal.Signals(self._signal).name
+                    break
                 if self.elapsed_before + time.time() - t0 >= limit_s:
                     stop_reason = "max_minutes"
                     break
@@ -358,11 +435,16 @@ class Trainer:
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v
                 nsum += 1
-                bar.update(1)
                 elapsed = self.elapsed_before + time.time() - t0
+                if timed:
+                    bar.update(min(int(elapsed), int(limit_s)) - bar.n)
+                    if self.step % tc.log_every:  # log steps set the postfix with the losses below
+                        bar.set_postfix({"step": f"{self.step}/{tc.max_steps}"}, refresh=False)
+                else:
+                    bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == tc.max_steps:
                     self._log_window(sums, nsum, elapsed, time.time() - t_log)
-                    bar.set_postfix({k: f"{v / nsum:.3f}" for k, v in sums.items()})
+                    bar.set_postfix({"step": f"{self.step}/{tc.max_steps}", **{k: f"{v / nsum:.3f}" for k, v in sums.items()}})
                     sums, nsum, t_log = {}, 0, time.time()
                 grid_now = self.step % tc.sample_every == 0
                 eval_now = self.evaluator is not None and cfg.eval.every > 0 and self.step % cfg.eval.every == 0
