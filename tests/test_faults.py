@@ -218,3 +218,20 @@ def test_progress_counts_the_time_budget_when_there_is_one(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "/300 [" in err and "step=3/3" in err  # seconds of the 5-minute budget, steps so far
     assert "/3 [" not in err  # not a bar over the steps
+
+
+def test_tensorboard_shows_the_curves_and_the_grids(reference):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = list(reference.glob("events.out.tfevents.*"))
+    assert events, "no TensorBoard event file next to stats.jsonl"
+    acc = EventAccumulator(str(reference), size_guidance={"images": 0, "scalars": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"loss/G_adv", "loss/D_real", "loss/D_fake", "loss/D_labelmix", "speed/sec_per_step",
+            "speed/images_per_s"} <= set(tags["scalars"])
+    stats = [json.loads(x) for x in (reference / "stats.jsonl").read_text().splitlines()]
+    g_adv = acc.Scalars("loss/G_adv")
+    assert [e.step for e in g_adv] == [r["step"] for r in stats] == [2, 4, 6]
+    assert [e.value for e in g_adv] == pytest.approx([r["G_adv"] for r in stats], rel=1e-6)
+    assert [e.step for e in acc.Images("samples")] == [4, 6]

@@ -108,6 +108,8 @@ class TrainConfig:
         grid_samples: EMA samples per label map in a grid.
         device: ``auto`` (CUDA if available, else CPU), ``cpu`` or ``cuda[:i]``.
         threads: CPU threads for torch (0 = torch's default).
+        tensorboard: write TensorBoard event files into the run folder (losses, sec/step,
+            images/s, eval metrics, sample grids); ``tensorboard --logdir runs/`` shows them.
         ema: see :class:`EMAConfig`.
     """
 
@@ -125,6 +127,7 @@ class TrainConfig:
     grid_samples: int = 3
     device: str = "auto"
     threads: int = 0
+    tensorboard: bool = True
     ema: EMAConfig = field(default_factory=EMAConfig)
 
 

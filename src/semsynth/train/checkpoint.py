@@ -29,7 +29,7 @@ FORMAT = "semsynth-checkpoint-v1"
 RESUMABLE_KEYS = (
     "train.max_steps", "train.max_minutes", "train.log_every", "train.sample_every",
     "train.checkpoint_every", "train.latest_every", "train.device", "train.threads",
-    "train.grid_labels", "train.grid_samples", "data.num_workers", "data.cache", "data.root",
+    "train.grid_labels", "train.grid_samples", "train.tensorboard", "data.num_workers", "data.cache", "data.root",
     "eval.every", "eval.num_images",
 )
 

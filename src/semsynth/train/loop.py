@@ -169,6 +169,7 @@ class Trainer:
         self.lock.check()  # fail at once if another process trains here
         self.resumed_from: Path | None = None
         self._signal: int | None = None
+        self._tb = None  # TensorBoard SummaryWriter while run() runs
         self.device = select_device(cfg.train.device)
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
@@ -291,6 +292,8 @@ class Trainer:
         grid = _grid_image(colorize(label, self.info.palette), to_uint8_image(image), samples)
         path = self.out / "samples" / f"step_{self.step:07d}.png"
         save_png(path, grid)
+        if self._tb is not None:
+            self._tb.add_image("samples", grid, self.step, dataformats="HWC")
         return path
 
     def state(self, elapsed: float) -> dict:
@@ -333,6 +336,12 @@ class Trainer:
                "sec_per_step": round(window_s / max(nsum, 1), 4)}
         rec.update({k: v / nsum for k, v in sums.items()})
         self._log(rec)
+        if self._tb is not None:
+            for k, v in sums.items():
+                self._tb.add_scalar(f"loss/{k}", v / nsum, self.step)
+            self._tb.add_scalar("speed/sec_per_step", rec["sec_per_step"], self.step)
+            if rec["sec_per_step"] > 0:
+                self._tb.add_scalar("speed/images_per_s", self.cfg.train.batch_size / rec["sec_per_step"], self.step)
 
     def _log(self, record: dict) -> None:
         with open(self.out / "stats.jsonl", "a") as fh:
@@ -365,13 +374,30 @@ class Trainer:
         try:
             remove_stale_temp_files(self.out)
             save_config(cfg, self.out / "config.yaml")
+            self._tb = self._open_tensorboard()
             if not self.method.phases:
                 return self._fit_once()
             return self._train(cfg, tc)
         finally:
+            if self._tb is not None:
+                self._tb.close()
+                self._tb = None
             for sig, h in handlers.items():
                 signal.signal(sig, h)
             self.lock.release()
+
+    def _open_tensorboard(self):
+        """A SummaryWriter on the run folder (events after the resumed step are purged), or
+        ``None`` when ``train.tensorboard`` is off or the ``tensorboard`` package is missing."""
+        if not self.cfg.train.tensorboard:
+            return None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            print("note: the tensorboard package is not installed: no TensorBoard logs "
+                  "(pip install tensorboard, or set train.tensorboard=false)", file=sys.stderr)
+            return None
+        return SummaryWriter(log_dir=str(self.out), purge_step=self.step if self.step > 0 else None)
 
     def _train(self, cfg: Config, tc) -> TrainResult:
         from tqdm import tqdm
@@ -486,6 +512,10 @@ class Trainer:
         metrics = self.evaluator(self)
         rec = {"step": self.step, "images_seen": self.images_seen, "seconds": round(elapsed, 3)}
         rec.update({f"eval_{k}": v for k, v in metrics.items()})
+        if self._tb is not None:
+            for k, v in metrics.items():
+                if isinstance(v, (int, float)):
+                    self._tb.add_scalar(f"eval/{k}", v, self.step)
         fid = metrics.get("fid")
         if fid is not None and (not self.best or fid < self.best["fid"]):
             self.best = {"fid": float(fid), "step": self.step}
