@@ -169,6 +169,23 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_check(args: argparse.Namespace) -> int:
+    """``semsynth data check CONFIG [--set k=v] [--json]``: exit 1 if any problem is found."""
+    from semsynth.config import load_config
+    from semsynth.data.check import check_data, format_report
+
+    cfg = load_config(args.config, args.set or [])
+    rep = check_data(cfg)
+    print(format_report(rep))
+    if args.json:
+        print(json.dumps(rep))
+    problems = sum(len(r["problems"]) for r in rep["splits"].values())
+    if problems:
+        print(f"semsynth data check: {problems} problem(s) found", file=sys.stderr)
+        return 1
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """``semsynth export CHECKPOINT --out DIR [--max-shard-mb M] [--raw] [--half]``."""
     from semsynth.export import export_generator
@@ -221,6 +238,14 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--set", action="append", metavar="KEY=VALUE")
     i.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     i.set_defaults(func=cmd_info)
+
+    d = sub.add_parser("data", help="dataset tools")
+    dsub = d.add_subparsers(dest="data_command", required=True)
+    dc = dsub.add_parser("check", help="read every pair of every split; table of sizes, class shares, problems")
+    dc.add_argument("config")
+    dc.add_argument("--set", action="append", metavar="KEY=VALUE")
+    dc.add_argument("--json", action="store_true", help="also print the report as one JSON line")
+    dc.set_defaults(func=cmd_data_check)
 
     x = sub.add_parser("export", help="the EMA generator as safetensors shards + config")
     x.add_argument("checkpoint")

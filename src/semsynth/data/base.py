@@ -427,10 +427,19 @@ class PairedDataset(torch.utils.data.Dataset):
         """
         return read_label(path, self.lut, num_ids=self.info.semantic_nc, name=self.title)
 
+    def read_image_file(self, path: Path) -> np.ndarray:
+        """Decode one image file into ``(H, W, 3)`` uint8 RGB (subclasses with other layouts,
+        e.g. photo and label side by side, override this).
+
+        Raises:
+            DataError: unreadable file.
+        """
+        return read_image(path)
+
     def _image(self, i: int, keep: bool = True) -> np.ndarray:
         if i in self._img_cache:
             return self._img_cache[i]
-        img = read_image(self.pairs[i][0])
+        img = self.read_image_file(self.pairs[i][0])
         if self.cache and keep:
             self._img_cache[i] = img
         return img

@@ -32,6 +32,22 @@ Label maps come in one of two formats (``label_format``):
       - name: void
         color: [0, 0, 0]
 
+Colour labels as users have them (JPEG-compressed, or drawn with anti-aliased brushes) are
+rarely exact. Two keys (in ``classes.yaml`` or ``data.options``) handle that:
+
+* ``color_tolerance`` (default 0 = exact): a pixel whose colour is within this Euclidean
+  distance in RGB units (0-255 per channel) of a class colour is snapped to the *nearest*
+  class colour; the number of snapped pixels per file is kept (:meth:`FolderDataset.snap_report`,
+  printed by ``semsynth train`` and ``semsynth data check``).
+* ``unmatched`` (default ``error``): a pixel farther than the tolerance from every class
+  colour is an error naming the file, the colour and its pixel count; ``ignore`` makes it
+  the don't-care id instead (the class list must have one).
+
+The pix2pix "aligned" layout — ``layout: aligned`` — reads ``<root>/<split>/*.jpg|png``, each
+file the photo and its colour label map side by side (pix2pix's Cityscapes and facades
+releases); ``aligned_order: image_label`` (default: photo left, label right) or
+``label_image``. Aligned labels must be colour labels (``label_format: color``).
+
 A plain list of names also works for id labels (``classes: [sky, road, car, void]``;
 colours are then taken from the VOC colour map). ``classes.txt`` is the same list, one class
 per line in id order, as ``name``, ``name R G B``, optionally followed by the word
@@ -43,7 +59,9 @@ skipped::
     car 64 0 128
     void 0 0 0 ignore
 
-``DataConfig.options`` may override the file: ``label_format: id|color``.
+``DataConfig.options`` may override the file: ``label_format: id|color``, ``color_tolerance``,
+``unmatched: error|ignore``, ``layout: folders|aligned``, ``aligned_order``. Example config:
+``configs/oasis/folder_example.yaml``.
 """
 
 from __future__ import annotations
@@ -53,17 +71,20 @@ from pathlib import Path
 import numpy as np
 
 from semsynth.config import DataConfig, data_root
-from semsynth.data.base import (PairedDataset, _open, check_options, color_map, index_by_stem, list_files,
-                                pair_by_key, read_label)
+from semsynth.data.base import (IMAGE_EXTENSIONS, PairedDataset, _open, check_options, color_map, index_by_stem, list_files,
+                                pair_by_key, read_image, read_label)
 from semsynth.data.transforms import transform_from_config
 from semsynth.registry import register_dataset
 from semsynth.types import DataError, DatasetInfo
 
-__all__ = ["FolderDataset", "folder_info", "read_color_label", "LABEL_FORMATS", "OPTIONS"]
+__all__ = ["FolderDataset", "folder_info", "read_color_label", "colors_to_ids", "LABEL_FORMATS", "OPTIONS"]
 
 LABEL_FORMATS = ("id", "color")
-#: Keys of ``DataConfig.options`` the folder dataset accepts.
-OPTIONS = ("label_format",)
+#: Keys of ``DataConfig.options`` (and of ``classes.yaml``) that set how the files are read.
+OPTIONS = ("label_format", "color_tolerance", "unmatched", "layout", "aligned_order")
+LAYOUTS = ("folders", "aligned")
+ALIGNED_ORDERS = ("image_label", "label_image")
+UNMATCHED = ("error", "ignore")
 
 
 def _parse_color(value, where: str) -> tuple[int, int, int]:
@@ -175,44 +196,114 @@ def folder_info(cfg: DataConfig) -> DatasetInfo:
     if ignore is not None and (not isinstance(ignore, int) or isinstance(ignore, bool)
                                or not 0 <= ignore < len(names)):
         raise DataError(f"class list {path}: ignore_index {ignore!r} not in 0-{len(names) - 1}")
+    def opt(key, default):
+        return opts.get(key, data.get(key, default))
+
+    try:
+        tol = float(opt("color_tolerance", 0.0))
+    except (TypeError, ValueError):
+        raise DataError(f"class list {path} / data.options: color_tolerance must be a number, "
+                        f"got {opt('color_tolerance', 0)!r}") from None
+    if not 0 <= tol <= 442:
+        raise DataError(f"class list {path} / data.options: color_tolerance must be in 0-442 (RGB distance), got {tol}")
+    unmatched = str(opt("unmatched", "error")).lower()
+    layout = str(opt("layout", "folders")).lower()
+    order = str(opt("aligned_order", "image_label")).lower()
+    for key, val, choices in (("unmatched", unmatched, UNMATCHED), ("layout", layout, LAYOUTS),
+                              ("aligned_order", order, ALIGNED_ORDERS)):
+        if val not in choices:
+            raise DataError(f"class list {path} / data.options: {key} must be one of {list(choices)}, got {val!r}")
+    if unmatched == "ignore" and ignore is None:
+        raise DataError(f"class list {path}: unmatched: ignore needs a don't-care class (ignore_index)")
+    if layout == "aligned" and fmt != "color":
+        raise DataError(f"class list {path} / data.options: layout aligned needs label_format color "
+                        "(the label half of a side-by-side image is a colour picture)")
+    if tol > 0 and fmt != "color":
+        raise DataError(f"class list {path} / data.options: color_tolerance applies to label_format color only")
     name = str(data.get("name", "folder"))
     return DatasetInfo(name, tuple(names), palette, ignore_index=ignore,
                        extra={"title": name, "label_format": fmt, "has_colors": has_colors,
-                              "classes_file": str(path)})
+                              "classes_file": str(path), "color_tolerance": tol, "unmatched": unmatched,
+                              "layout": layout, "aligned_order": order})
 
 
-def read_color_label(path: str | Path, palette, name: str = "dataset") -> np.ndarray:
-    """Read a colour label map and map its colours to ids.
+def colors_to_ids(rgb: np.ndarray, palette, source: str, name: str = "dataset", tolerance: float = 0.0,
+                  unmatched: str = "error", ignore_index: int | None = None) -> tuple[np.ndarray, int]:
+    """Map the colours of an RGB label picture to label ids.
+
+    Exact colours map to their class. With ``tolerance`` > 0, every other colour within that
+    Euclidean RGB distance of a class colour is snapped to the nearest one (ties: the lower
+    id). Colours farther away are an error (``unmatched="error"``) or ``ignore_index``
+    (``unmatched="ignore"``).
 
     Args:
-        path: RGB (or RGBA, palette) PNG; colours are compared exactly.
+        rgb: ``(H, W, 3)`` uint8.
         palette: one RGB triple per label id (distinct colours).
-        name: dataset name for the error messages.
+        source: file name for the messages.
+        name: dataset name for the messages.
+        tolerance: RGB distance (0 = exact match only).
+        unmatched: ``"error"`` or ``"ignore"``.
+        ignore_index: the don't-care id (needed for ``"ignore"``).
 
     Returns:
-        ``(H, W)`` int64 label ids (index of each pixel's colour in ``palette``).
+        ``(ids, snapped)``: ``(H, W)`` int64 label ids and the number of pixels that were not
+        an exact class colour (snapped, or set to don't-care).
 
     Raises:
-        DataError: unreadable file or a colour not in ``palette`` (names the file, the
-            colour(s) and their pixel counts).
+        DataError: colours farther than the tolerance with ``unmatched="error"`` (names the
+            file, up to 5 colours with their pixel counts and distance to the nearest class).
+    """
+    code = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
+    pal = np.asarray(palette, dtype=np.int32).reshape(-1, 3)
+    known = (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]
+    order = np.argsort(known, kind="stable")
+    sk = known[order]
+    pos = np.clip(np.searchsorted(sk, code), 0, len(sk) - 1)
+    ok = sk[pos] == code
+    ids = order[pos].astype(np.int64)
+    if ok.all():
+        return ids, 0
+    bad, inverse, counts = np.unique(code[~ok], return_inverse=True, return_counts=True)
+    cols = np.stack([bad >> 16, (bad >> 8) & 255, bad & 255], 1).astype(np.float64)
+    dist = np.sqrt(((cols[:, None, :] - pal[None, :, :].astype(np.float64)) ** 2).sum(-1))  # (K, P)
+    nearest = dist.argmin(1)
+    near_d = dist[np.arange(len(bad)), nearest]
+    close = near_d <= tolerance
+    if not close.all() and unmatched != "ignore":
+        far = np.flatnonzero(~close)
+        far = far[np.argsort(-counts[far], kind="stable")]
+        desc = ", ".join(f"({int(cols[k, 0])}, {int(cols[k, 1])}, {int(cols[k, 2])}) at {int(counts[k])} px"
+                         f" (distance {near_d[k]:.0f})" for k in far[:5])
+        more = f" and {len(far) - 5} more" if len(far) > 5 else ""
+        hint = (f"; color_tolerance is {tolerance:g}" if tolerance > 0 else
+                "; for compressed (e.g. JPEG) colour labels set color_tolerance (data.options or classes.yaml)")
+        raise DataError(f"unknown label colour(s) {desc}{more} not in the {name} class colours (file {source}){hint}")
+    repl = np.where(close, nearest, -1 if ignore_index is None else ignore_index)
+    ids[~ok] = repl[inverse]
+    return ids, int((~ok).sum())
+
+
+def read_color_label(path: str | Path, palette, name: str = "dataset", tolerance: float = 0.0,
+                     unmatched: str = "error", ignore_index: int | None = None) -> np.ndarray:
+    """Read a colour label map and map its colours to ids (see :func:`colors_to_ids`).
+
+    Args:
+        path: RGB (or RGBA, palette) PNG/JPEG.
+        palette: one RGB triple per label id (distinct colours).
+        name: dataset name for the error messages.
+        tolerance, unmatched, ignore_index: as :func:`colors_to_ids` (default: exact).
+
+    Returns:
+        ``(H, W)`` int64 label ids.
+
+    Raises:
+        DataError: unreadable file or unmatched colours (names the file, the colour(s) and
+            their pixel counts).
     """
     im = _open(path, "label")
     with im:
         rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
-    code = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
-    pal = np.asarray(palette, dtype=np.int32).reshape(-1, 3)
-    known = (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]
-    order = np.argsort(known)
-    sk = known[order]
-    pos = np.clip(np.searchsorted(sk, code), 0, len(sk) - 1)
-    ok = sk[pos] == code
-    if not ok.all():
-        bad, counts = np.unique(code[~ok], return_counts=True)
-        desc = ", ".join(f"({c >> 16}, {(c >> 8) & 255}, {c & 255}) at {n} px"
-                         for c, n in list(zip(bad.tolist(), counts.tolist()))[:5])
-        more = f" and {len(bad) - 5} more" if len(bad) > 5 else ""
-        raise DataError(f"unknown label colour(s) {desc}{more} not in the {name} class colours (file {path})")
-    return order[pos].astype(np.int64)
+    return colors_to_ids(rgb, palette, str(path), name, tolerance, unmatched, ignore_index)[0]
 
 
 @register_dataset("folder")
@@ -237,23 +328,70 @@ class FolderDataset(PairedDataset):
     def __init__(self, cfg: DataConfig, split: str, train: bool, seed: int = 0) -> None:
         info = folder_info(cfg)
         root = data_root(cfg, "folder")
-        img_dir, lab_dir = root / split / "images", root / split / "labels"
         if not (root / split).is_dir():
             raise DataError(f"folder not found: {root / split}")
-        images = index_by_stem(list_files(img_dir))
-        labels = index_by_stem(list_files(lab_dir, (".png",)))
-        self.label_format = info.extra["label_format"]
-        super().__init__(pair_by_key(images, labels, img_dir, lab_dir), info, transform_from_config(cfg, train),
-                         train=train, seed=seed, cache=cfg.cache, root=root)
+        ex = info.extra
+        self.label_format = ex["label_format"]
+        self.layout, self.aligned_order = ex["layout"], ex["aligned_order"]
+        self.color_tolerance, self.unmatched = ex["color_tolerance"], ex["unmatched"]
+        #: label file → pixels that were not an exact class colour (snapped or don't-care)
+        self.snapped: dict[str, int] = {}
+        if self.layout == "aligned":
+            files = list_files(root / split)
+            pairs = [(f, f) for f in files]
+        else:
+            img_dir, lab_dir = root / split / "images", root / split / "labels"
+            images = index_by_stem(list_files(img_dir))
+            labels = index_by_stem(list_files(lab_dir, (".png",) if self.label_format == "id" else IMAGE_EXTENSIONS))
+            pairs = pair_by_key(images, labels, img_dir, lab_dir)
+        super().__init__(pairs, info, transform_from_config(cfg, train), train=train, seed=seed,
+                         cache=cfg.cache, root=root)
+
+    def _half(self, path: Path, which: str) -> np.ndarray:
+        """The photo (``which="image"``) or label half of a side-by-side file, RGB uint8."""
+        both = read_image(path)
+        w = both.shape[1]
+        if w % 2:
+            raise DataError(f"aligned file {path} is {w} px wide: photo | label halves need an even width")
+        left = (which == "image") == (self.aligned_order == "image_label")
+        return both[:, : w // 2] if left else both[:, w // 2:]
+
+    def read_image_file(self, path: Path) -> np.ndarray:
+        """The photo: the whole file, or its half in the aligned layout."""
+        return self._half(path, "image") if self.layout == "aligned" else read_image(path)
 
     def read_label_file(self, path: Path) -> np.ndarray:
         """Decode a label file by ``label_format`` (ids or colours) into ``(H, W)`` int64 ids.
+
+        Colours are matched with ``color_tolerance`` / ``unmatched``; the count of snapped
+        pixels is recorded in :attr:`snapped`.
 
         Raises:
             DataError: unreadable file, ids out of range, unknown colours.
         """
         if self.label_format == "color":
-            return read_color_label(path, self.info.palette, self.title)
+            if self.layout == "aligned":
+                rgb = self._half(path, "label")
+            else:
+                im = _open(path, "label")
+                with im:
+                    rgb = np.asarray(im.convert("RGB"), dtype=np.uint8)
+            ids, n = colors_to_ids(rgb, self.info.palette, str(path), self.title, self.color_tolerance,
+                                   self.unmatched, self.info.ignore_index)
+            self.snapped[str(path)] = n
+            return ids
         return read_label(path, None, num_ids=self.info.semantic_nc, name=self.title)
+
+    def snap_report(self) -> str | None:
+        """One line on the snapped colour-label pixels read so far, or ``None`` if none."""
+        if not any(self.snapped.values()):
+            return None
+        total = sum(self.snapped.values())
+        files = sum(1 for v in self.snapped.values() if v)
+        worst = max(self.snapped, key=self.snapped.get)
+        how = "snapped to the nearest class colour" + (" or set to don't-care" if self.unmatched == "ignore" else "")
+        return (f"{self.title}: {total:,} label pixels in {files} of {len(self.snapped)} files were not exact class "
+                f"colours and were {how} (color_tolerance {self.color_tolerance:g}); most in {Path(worst).name} "
+                f"({self.snapped[worst]:,} px)")
 
     dataset_info = staticmethod(folder_info)

@@ -219,6 +219,9 @@ class Trainer:
             # sizes differ, unknown ids) stops the run before anything is written.
             for i in range(len(self.train_set)):
                 self.train_set.load_pair(i)
+            report = getattr(self.train_set, "snap_report", lambda: None)()
+            if report:
+                print(f"note: {report}", file=sys.stderr)
         self._refresh_set = build_dataset(cfg.data, cfg.data.train_split, train=False, seed=cfg.seed)
         self._grid: tuple[torch.Tensor, torch.Tensor] | None = None
         self._saved_step = self.step if ckpt is not None else -1
