@@ -25,14 +25,20 @@ def parse_seeds(text: str) -> list[int]:
         part = part.strip()
         if not part:
             continue
-        if "-" in part[1:]:
-            lo, hi = part.split("-", 1)
-            a, b = int(lo), int(hi)
-            if b < a:
-                raise ValueError(f"seed range {part!r} is empty")
-            seeds.extend(range(a, b + 1))
-        else:
-            seeds.append(int(part))
+        try:
+            if "-" in part[1:]:
+                lo, hi = part.split("-", 1)
+                a, b = int(lo), int(hi)
+                if b < a:
+                    raise ValueError(f"seed range {part!r} is empty")
+                seeds.extend(range(a, b + 1))
+            else:
+                seeds.append(int(part))
+        except ValueError as exc:
+            if "is empty" in str(exc):
+                raise
+            raise ValueError(f"bad seeds {text!r}: {part!r} is not a seed or a range "
+                             "(expected e.g. 0-3 or 1,5,9, non-negative)") from None
     if not seeds or min(seeds) < 0:
         raise ValueError(f"bad seeds {text!r}: expected e.g. 0-3 or 1,5,9 (non-negative)")
     return seeds

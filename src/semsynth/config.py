@@ -203,8 +203,11 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         base = OmegaConf.load(path) if path is not None else OmegaConf.create({})
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
-    except Exception as exc:  # yaml syntax errors
-        raise ConfigError(f"{source}: cannot parse YAML: {exc}") from None
+    except Exception as exc:  # yaml syntax errors: one line, with the position
+        mark = getattr(exc, "problem_mark", None)
+        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        raise ConfigError(f"{source}: cannot parse YAML: {what}{where}") from None
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set {item!r}: expected key=value")

@@ -62,7 +62,8 @@ class Sampler:
 
         Raises:
             ValueError: ``use_ema=False`` with an export folder.
-            FileNotFoundError, ConfigError: missing or invalid checkpoint (names the file).
+            FileNotFoundError, ConfigError: missing or invalid checkpoint, or NaN/inf
+                generator weights (names the file).
         """
         from semsynth.data import dataset_info
         from semsynth.export import export_as_checkpoint
@@ -82,6 +83,13 @@ class Sampler:
             method.generator.load_state_dict(ckpt["ema"])
         else:
             method.load_state_dict(ckpt["method"])
+        bad = [k for k, v in method.generator.state_dict().items()
+               if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        if bad:
+            from semsynth.types import ConfigError
+
+            raise ConfigError(f"{path}: the generator has non-finite weights (NaN/inf) in {len(bad)} tensor(s), "
+                              f"e.g. {bad[0]}; it cannot sample (a diverged run? use an earlier step_*.pt)")
         sampler = cls(method.generator, info, cfg.data.height, cfg.data.width, device)
         sampler.config = cfg
         sampler.checkpoint_step = int(ckpt["step"])
