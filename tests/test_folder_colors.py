@@ -127,3 +127,18 @@ def test_training_on_a_pix2pix_folder_needs_one_config_change(tmp_path, capsys):
     assert main(args) == 0
     assert "were not exact class colours" in capsys.readouterr().err
     assert (out / "checkpoints" / "latest.pt").is_file()
+
+
+def test_train_runs_the_data_check_on_both_splits_before_writing(tmp_path, capsys):
+    root, _ = _aligned_folder(tmp_path)
+    classes = yaml.safe_load((root / "classes.yaml").read_text())
+    classes.update({"color_tolerance": 40, "unmatched": "ignore"})
+    (root / "classes.yaml").write_text(yaml.safe_dump(classes))
+    bad = sorted((root / "val").glob("*.jpg"))[0]
+    bad.write_bytes(bad.read_bytes()[:200])  # a truncated val file
+    out = tmp_path / "run"
+    assert main(["train", str(EXAMPLE), "--set", f"data.root={root}", "--set", "data.height=96", "--set",
+                 "data.width=128", "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "1 problem(s) in the data: [val]" in err and bad.name in err
+    assert not out.exists()

@@ -1,6 +1,7 @@
 """``semsynth data check CONFIG``: read every pair of every split and report.
 
-For each split (the config's train and val splits): the number of pairs, the image sizes
+``semsynth train`` runs the same check (with ``data.cache`` on, the default for datasets that
+fit in memory) before it writes anything. For each split (the config's train and val splits): the number of pairs, the image sizes
 found, the share of pixels per class, the don't-care share, the colour-label pixels that were
 snapped (folder dataset with ``color_tolerance``), and every problem (unreadable file, ids
 out of range, unknown colours, image/label size mismatch) with its message. The check goes
@@ -18,12 +19,14 @@ from semsynth.types import SemsynthError
 __all__ = ["check_data", "format_report"]
 
 
-def check_data(cfg, splits=None) -> dict:
+def check_data(cfg, splits=None, datasets: dict | None = None) -> dict:
     """Check the splits of ``cfg.data``.
 
     Args:
         cfg: a run :class:`semsynth.config.Config`.
         splits: split names (default: ``cfg.data.train_split`` and ``cfg.data.val_split``).
+        datasets: already built datasets by split name, used instead of new ones (their
+            caches keep the pairs read: ``semsynth train`` checks with its training set).
 
     Returns:
         ``{"dataset", "classes", "ignore_index", "splits": {name: {"pairs", "sizes",
@@ -38,8 +41,9 @@ def check_data(cfg, splits=None) -> dict:
         rec: dict = {"pairs": 0, "sizes": {}, "class_share": {}, "dont_care_share": 0.0, "snapped_pixels": 0,
                      "problems": []}
         out["splits"][split] = rec
+        keep = datasets is not None and split in datasets
         try:
-            ds = build_dataset(cfg.data, split, train=False, seed=cfg.seed)
+            ds = datasets[split] if keep else build_dataset(cfg.data, split, train=False, seed=cfg.seed)
         except SemsynthError as exc:
             rec["problems"].append(str(exc))
             continue
@@ -48,7 +52,7 @@ def check_data(cfg, splits=None) -> dict:
         sizes: Counter = Counter()
         for i in range(len(ds)):
             try:
-                img, lab = ds.load_pair(i, _keep=False)
+                img, lab = ds.load_pair(i, _keep=keep)
             except SemsynthError as exc:
                 rec["problems"].append(str(exc))
                 continue

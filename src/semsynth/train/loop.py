@@ -42,7 +42,7 @@ from semsynth.train.checkpoint import (
 )
 from semsynth.train.ema import ema_beta, make_ema, refresh_batchnorm, update_ema
 from semsynth.train.runfolder import RunLock, remove_stale_temp_files
-from semsynth.types import ConfigError, DatasetInfo, SemsynthError
+from semsynth.types import ConfigError, DataError, DatasetInfo, SemsynthError
 
 REFRESH_SEED_OFFSET = 1_000_003  # noise seeds of BatchNorm-refresh passes: offset + i
 GRID_SEED = 0  # EMA samples of grid column j use seed GRID_SEED + j
@@ -215,10 +215,16 @@ class Trainer:
 
         self.train_set = build_dataset(cfg.data, cfg.data.train_split, train=True, seed=cfg.seed)
         if cfg.data.cache:
-            # Read (and keep) every training pair now: a bad file (unreadable, truncated,
-            # sizes differ, unknown ids) stops the run before anything is written.
-            for i in range(len(self.train_set)):
-                self.train_set.load_pair(i)
+            # `semsynth data check` on both splits before anything is written: every pair is
+            # read (the training pairs are kept in memory), and any bad file (unreadable,
+            # truncated, sizes differ, unknown ids or colours) stops the run, all listed.
+            from semsynth.data.check import check_data
+
+            rep = check_data(cfg, datasets={cfg.data.train_split: self.train_set})
+            problems = [f"[{s}] {p}" for s, r in rep["splits"].items() for p in r["problems"]]
+            if problems:
+                more = f" (and {len(problems) - 5} more; see `semsynth data check`)" if len(problems) > 5 else ""
+                raise DataError(f"{len(problems)} problem(s) in the data: " + " | ".join(problems[:5]) + more)
             report = getattr(self.train_set, "snap_report", lambda: None)()
             if report:
                 print(f"note: {report}", file=sys.stderr)
