@@ -106,6 +106,8 @@ def test_data_check_lists_problems_and_the_snapped_pixels(tmp_path, capsys):
     rep = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert rep["splits"]["train"]["pairs"] == 6 and rep["splits"]["val"]["pairs"] == 2
     assert rep["splits"]["train"]["snapped_pixels"] > 0 and rep["splits"]["train"]["problems"] == []
+    per_file = rep["splits"]["train"]["snapped_per_file"]
+    assert sum(per_file.values()) == rep["splits"]["train"]["snapped_pixels"] and len(per_file) == 6
     assert rep["splits"]["train"]["sizes"] == {"128x96": 6}
     assert sum(rep["splits"]["train"]["class_share"].values()) + rep["splits"]["train"]["dont_care_share"] \
         == pytest.approx(1.0)

@@ -11,6 +11,7 @@ on after a problem, so one run lists them all.
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import numpy as np
 
@@ -30,7 +31,8 @@ def check_data(cfg, splits=None, datasets: dict | None = None) -> dict:
 
     Returns:
         ``{"dataset", "classes", "ignore_index", "splits": {name: {"pairs", "sizes",
-        "class_share", "dont_care_share", "snapped_pixels", "problems"}}}``; shares are
+        "class_share", "dont_care_share", "snapped_pixels", "snapped_per_file", "problems"}}}``
+        (``snapped_per_file``: file name → pixels, largest first, files with none left out); shares are
         fractions of all label pixels of the split (0-1); ``problems`` is a list of messages.
     """
     from semsynth.data import build_dataset, dataset_info
@@ -63,7 +65,10 @@ def check_data(cfg, splits=None, datasets: dict | None = None) -> dict:
         rec["class_share"] = {info.class_names[c]: counts[c] / total for c in range(info.semantic_nc)
                               if c != info.ignore_index}
         rec["dont_care_share"] = 0.0 if info.ignore_index is None else counts[info.ignore_index] / total
-        rec["snapped_pixels"] = int(sum(getattr(ds, "snapped", {}).values()))
+        snapped = getattr(ds, "snapped", {})
+        rec["snapped_pixels"] = int(sum(snapped.values()))
+        rec["snapped_per_file"] = {Path(k).name: int(v) for k, v in
+                                   sorted(snapped.items(), key=lambda kv: -kv[1]) if v}
     return out
 
 
@@ -77,6 +82,10 @@ def format_report(rep: dict) -> str:
         lines.append(f"  {'class':<24} {'pixel share':>11}")
         for name, share in r["class_share"].items():
             lines.append(f"  {name:<24} {100 * share:>10.2f}%")
+        top = list(r.get("snapped_per_file", {}).items())
+        if top:
+            lines.append("  snapped pixels per file: " + ", ".join(f"{k} {v:,}" for k, v in top[:8])
+                         + (f", ... ({len(top)} files)" if len(top) > 8 else ""))
         for p in r["problems"]:
             lines.append(f"  PROBLEM: {p}")
     return "\n".join(lines)
