@@ -197,6 +197,8 @@ CASES = [
      str(VAL_LABEL)], "not a semsynth checkpoint"),
     ("checkpoint with NaN weights", lambda e: ["sample", str(_ckpt_variant(e, "nan.pt", _nan_weights)),
      "--labels", str(VAL_LABEL), "--out", str(e["tmp"] / "o19")], "non-finite weights"),
+    ("export of a checkpoint with NaN weights", lambda e: ["export", str(_ckpt_variant(e, "nan2.pt", _nan_weights)),
+     "--out", str(e["tmp"] / "exp_nan")], "non-finite weights"),
     ("checkpoint of another method (resume with a SPADE config)", lambda e: ["train", str(SPADE_TINY), "--out",
      str(e["tmp"] / "oasis"), "--resume", "--no-progress"], "config differs"),
     ("export folder with a missing shard", lambda e: ["sample", str(_missing_shard(e)), "--labels",
@@ -256,10 +258,15 @@ def run_case(env: dict, build) -> tuple[int, str]:
 
 @pytest.mark.parametrize("what,build,expect", CASES, ids=[c[0] for c in CASES])
 def test_bad_input_gives_a_clear_error(env, what, build, expect):
-    rc, err = run_case(env, build)
+    argv = build(env)
+    out = Path(argv[argv.index("--out") + 1]) if "--out" in argv else None
+    existed = out is not None and out.exists()
+    rc, err = run_case(env, lambda e: argv)
     assert rc == 2, (rc, err)
     assert expect in err, err
     assert "Traceback" not in err and len(err.splitlines()) <= 3, err
+    if out is not None and not existed:
+        assert not out.exists(), f"{out} was written"  # nothing partial
 
 
 def test_there_are_at_least_30_cases():

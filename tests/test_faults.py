@@ -93,6 +93,14 @@ def test_sigkill_then_resume_is_bit_identical_and_leaves_no_temp_file(kind, refe
     assert _temp_files(out) == []
     assert not (out / ".lock").exists()
     _assert_same_weights(reference / "checkpoints" / "latest.pt", out / "checkpoints" / "latest.pt")
+    # the logs read as one run: no step twice in stats.jsonl, TensorBoard agrees with it
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    steps = [json.loads(x)["step"] for x in (out / "stats.jsonl").read_text().splitlines()]
+    assert steps == [2, 4, 6]
+    acc = EventAccumulator(str(out), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [e.step for e in acc.Scalars("loss/G_adv")] == steps
 
 
 def test_corrupt_latest_is_named_and_last_good_resume_is_explicit(reference, tmp_path, capsys):
@@ -170,24 +178,35 @@ def test_disk_full_is_a_diskfull_error(tmp_path, monkeypatch):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["f.bin"]
 
 
+HOLDER = r"""
+import fcntl, os, socket, sys, time
+fd = os.open(sys.argv[1], os.O_CREAT | os.O_RDWR)
+fcntl.flock(fd, fcntl.LOCK_EX)
+os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+print("locked", flush=True)
+time.sleep(60)
+"""
+
+
 def test_a_second_process_on_the_same_run_folder_stops_at_once(tmp_path, capsys):
     out = tmp_path / "run"
     out.mkdir()
-    holder = subprocess.Popen(["sleep", "60"])
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(out / ".lock")], stdout=subprocess.PIPE, text=True)
     try:
-        (out / ".lock").write_text(f"{holder.pid} {socket.gethostname()}\n")
+        assert holder.stdout.readline().strip() == "locked"
         t = time.time()
         assert main(["train", str(TINY), "--out", str(out), "--no-progress"]) == 2
         assert time.time() - t < 10
         err = capsys.readouterr().err
-        assert f"pid {holder.pid}" in err and "another semsynth process" in err
+        assert f"pid {holder.pid}" in err and "another semsynth process" in err and ".lock" in err
         assert not (out / "config.yaml").exists()
     finally:
         holder.kill()
         holder.wait()
-    # the owner is gone: its lock is stale and is taken over, with a note
+    # the owner is gone (killed: the kernel dropped its lock); its lock file is taken over
+    assert (out / ".lock").exists()
     assert main(["train", str(TINY), "--out", str(out), "--no-progress", "--set", "train.max_steps=2"]) == 0
-    assert "stale lock" in capsys.readouterr().err
+    assert f"lock file of an ended run ({holder.pid}" in capsys.readouterr().err
     assert not (out / ".lock").exists()
 
 

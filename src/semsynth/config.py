@@ -205,7 +205,7 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         raise ConfigError(f"config file not found: {path}") from None
     except Exception as exc:  # yaml syntax errors: one line, with the position
         mark = getattr(exc, "problem_mark", None)
-        what = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        what = getattr(exc, "problem", None) or (str(exc).splitlines() or [type(exc).__name__])[0]
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
         raise ConfigError(f"{source}: cannot parse YAML: {what}{where}") from None
     for item in overrides:
@@ -266,23 +266,24 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = ""
     try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     except OSError as exc:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
-        if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
             free = shutil.disk_usage(path.parent).free
             raise DiskFull(exc.errno, f"no space left on the device to write {path}: it needs {len(data):,} bytes, "
                                       f"{free:,} are free; the previous {path.name} (if any) is intact") from None
         raise
     except BaseException:
-        if os.path.exists(tmp):
+        if tmp and os.path.exists(tmp):
             os.unlink(tmp)
         raise
 

@@ -37,8 +37,11 @@ def export_generator(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, 
 
     Returns:
         The path of ``export.json``.
+
+    Raises:
+        ConfigError: unreadable checkpoint, or NaN/inf generator weights (nothing written).
     """
-    from semsynth.train.checkpoint import checkpoint_config, load_checkpoint
+    from semsynth.train.checkpoint import checkpoint_config, load_checkpoint, nonfinite_tensors
 
     ckpt = load_checkpoint(checkpoint)
     cfg = checkpoint_config(ckpt, checkpoint)
@@ -46,6 +49,10 @@ def export_generator(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, 
         state = ckpt["ema"]
     else:
         state = {k[len("generator."):]: v for k, v in ckpt["method"].items() if k.startswith("generator.")}
+    bad = nonfinite_tensors(state)
+    if bad:
+        raise ConfigError(f"{checkpoint}: the generator has non-finite weights (NaN/inf) in {len(bad)} tensor(s), "
+                          f"e.g. {bad[0]}; nothing exported (a diverged run? use an earlier step_*.pt)")
     return write_export(out_dir, cfg, state, ckpt["dataset_info"], int(ckpt["step"]), int(ckpt["images_seen"]),
                         max_shard_mb, ema=use_ema, half=half)
 

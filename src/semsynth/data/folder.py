@@ -253,6 +253,8 @@ def colors_to_ids(rgb: np.ndarray, palette, source: str, name: str = "dataset", 
         DataError: colours farther than the tolerance with ``unmatched="error"`` (names the
             file, up to 5 colours with their pixel counts and distance to the nearest class).
     """
+    if unmatched == "ignore" and ignore_index is None:
+        raise ValueError("colors_to_ids: unmatched='ignore' needs an ignore_index")
     code = (rgb[..., 0].astype(np.int32) << 16) | (rgb[..., 1].astype(np.int32) << 8) | rgb[..., 2]
     pal = np.asarray(palette, dtype=np.int32).reshape(-1, 3)
     known = (pal[:, 0] << 16) | (pal[:, 1] << 8) | pal[:, 2]

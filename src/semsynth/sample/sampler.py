@@ -83,8 +83,9 @@ class Sampler:
             method.generator.load_state_dict(ckpt["ema"])
         else:
             method.load_state_dict(ckpt["method"])
-        bad = [k for k, v in method.generator.state_dict().items()
-               if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+        from semsynth.train.checkpoint import nonfinite_tensors
+
+        bad = nonfinite_tensors(method.generator.state_dict())
         if bad:
             from semsynth.types import ConfigError
 

@@ -31,7 +31,7 @@ import torch
 import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler as TorchSampler
 
-from semsynth.config import Config, config_to_dict, save_config
+from semsynth.config import Config, atomic_write_bytes, config_to_dict, save_config
 from semsynth.data import build_dataset, dataset_info
 from semsynth.imageio import save_png
 from semsynth.labels import colorize, one_hot, to_uint8_image
@@ -214,20 +214,23 @@ class Trainer:
             restore_rng(ckpt["rng"], self.train_rng)
 
         self.train_set = build_dataset(cfg.data, cfg.data.train_split, train=True, seed=cfg.seed)
-        if cfg.data.cache:
-            # `semsynth data check` on both splits before anything is written: every pair is
-            # read (the training pairs are kept in memory), and any bad file (unreadable,
-            # truncated, sizes differ, unknown ids or colours) stops the run, all listed.
-            from semsynth.data.check import check_data
+        if self.method.phases and len(self.train_set) < cfg.train.batch_size:
+            raise ConfigError(f"batch size {cfg.train.batch_size} is larger than the dataset "
+                              f"({len(self.train_set)} pairs in {cfg.data.train_split})")
+        # `semsynth data check` on both splits before anything is written: every pair is
+        # read (the training pairs are kept in memory when data.cache is on), and any bad
+        # file (unreadable, truncated, sizes differ, unknown ids or colours) stops the
+        # run, all listed.
+        from semsynth.data.check import check_data
 
-            rep = check_data(cfg, datasets={cfg.data.train_split: self.train_set})
-            problems = [f"[{s}] {p}" for s, r in rep["splits"].items() for p in r["problems"]]
-            if problems:
-                more = f" (and {len(problems) - 5} more; see `semsynth data check`)" if len(problems) > 5 else ""
-                raise DataError(f"{len(problems)} problem(s) in the data: " + " | ".join(problems[:5]) + more)
-            report = getattr(self.train_set, "snap_report", lambda: None)()
-            if report:
-                print(f"note: {report}", file=sys.stderr)
+        rep = check_data(cfg, datasets={cfg.data.train_split: self.train_set})
+        problems = [f"[{s}] {p}" for s, r in rep["splits"].items() for p in r["problems"]]
+        if problems:
+            more = f" (and {len(problems) - 5} more; see `semsynth data check`)" if len(problems) > 5 else ""
+            raise DataError(f"{len(problems)} problem(s) in the data: " + " | ".join(problems[:5]) + more)
+        report = getattr(self.train_set, "snap_report", lambda: None)()
+        if report:
+            print(f"note: {report}", file=sys.stderr)
         self._refresh_set = build_dataset(cfg.data, cfg.data.train_split, train=False, seed=cfg.seed)
         self._grid: tuple[torch.Tensor, torch.Tensor] | None = None
         self._saved_step = self.step if ckpt is not None else -1
@@ -243,7 +246,13 @@ class Trainer:
         except ConfigError as exc:
             problem = str(exc)
         intact = None
-        for p in sorted(latest.parent.glob("step_*.pt"), reverse=True):
+        def step_of(p: Path) -> int:
+            try:
+                return int(p.stem.split("_", 1)[1])
+            except (IndexError, ValueError):
+                return -1
+
+        for p in sorted(latest.parent.glob("step_*.pt"), key=step_of, reverse=True):
             try:
                 ckpt = load_checkpoint(p)
             except ConfigError:
@@ -258,6 +267,16 @@ class Trainer:
         print(f"note: {latest} is unreadable; resuming from {intact[1]} (step {intact[0]['step']}) "
               "as --resume-from-last-good asks", file=sys.stderr)
         return intact
+
+    def _trim_stats(self) -> None:
+        """On resume, drop ``stats.jsonl`` lines of steps after the resumed one (a killed run's,
+        or those after a last-good checkpoint), so that they are not there twice."""
+        path = self.out / "stats.jsonl"
+        if self.step == 0 or not path.exists():
+            return
+        keep = [line for line in path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= self.step]
+        atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
 
     def _on_signal(self, signum, frame) -> None:
         if self._signal is not None:  # a second signal: stop now, without a checkpoint
@@ -301,8 +320,7 @@ class Trainer:
         grid = _grid_image(colorize(label, self.info.palette), to_uint8_image(image), samples)
         path = self.out / "samples" / f"step_{self.step:07d}.png"
         save_png(path, grid)
-        if self._tb is not None:
-            self._tb.add_image("samples", grid, self.step, dataformats="HWC")
+        self._tb_call("add_image", "samples", grid, self.step, dataformats="HWC")
         return path
 
     def state(self, elapsed: float) -> dict:
@@ -345,12 +363,11 @@ class Trainer:
                "sec_per_step": round(window_s / max(nsum, 1), 4)}
         rec.update({k: v / nsum for k, v in sums.items()})
         self._log(rec)
-        if self._tb is not None:
-            for k, v in sums.items():
-                self._tb.add_scalar(f"loss/{k}", v / nsum, self.step)
-            self._tb.add_scalar("speed/sec_per_step", rec["sec_per_step"], self.step)
-            if rec["sec_per_step"] > 0:
-                self._tb.add_scalar("speed/images_per_s", self.cfg.train.batch_size / rec["sec_per_step"], self.step)
+        for k, v in sums.items():
+            self._tb_call("add_scalar", f"loss/{k}", v / nsum, self.step)
+        self._tb_call("add_scalar", "speed/sec_per_step", rec["sec_per_step"], self.step)
+        if rec["sec_per_step"] > 0:
+            self._tb_call("add_scalar", "speed/images_per_s", self.cfg.train.batch_size / rec["sec_per_step"], self.step)
 
     def _log(self, record: dict) -> None:
         with open(self.out / "stats.jsonl", "a") as fh:
@@ -382,18 +399,24 @@ class Trainer:
                 handlers[sig] = signal.signal(sig, self._on_signal)
         try:
             remove_stale_temp_files(self.out)
+            self._trim_stats()
             save_config(cfg, self.out / "config.yaml")
             self._tb = self._open_tensorboard()
             if not self.method.phases:
                 return self._fit_once()
             return self._train(cfg, tc)
         finally:
-            if self._tb is not None:
-                self._tb.close()
-                self._tb = None
-            for sig, h in handlers.items():
-                signal.signal(sig, h)
-            self.lock.release()
+            try:
+                if self._tb is not None:
+                    tb, self._tb = self._tb, None
+                    try:
+                        tb.close()
+                    except OSError as exc:  # e.g. the disk filled up under its writer thread
+                        print(f"note: TensorBoard logs incomplete ({exc})", file=sys.stderr)
+                for sig, h in handlers.items():
+                    signal.signal(sig, h)
+            finally:
+                self.lock.release()
 
     def _open_tensorboard(self):
         """A SummaryWriter on the run folder (events after the resumed step are purged), or
@@ -406,7 +429,18 @@ class Trainer:
             print("note: the tensorboard package is not installed: no TensorBoard logs "
                   "(pip install tensorboard, or set train.tensorboard=false)", file=sys.stderr)
             return None
-        return SummaryWriter(log_dir=str(self.out), purge_step=self.step if self.step > 0 else None)
+        # events of steps after the resumed one (a killed run's) are dropped
+        return SummaryWriter(log_dir=str(self.out), purge_step=self.step + 1 if self.step > 0 else None)
+
+    def _tb_call(self, fn: str, *args, **kwargs) -> None:
+        """A TensorBoard write; on an OSError (disk full, ...) TensorBoard is turned off with a note."""
+        if self._tb is None:
+            return
+        try:
+            getattr(self._tb, fn)(*args, **kwargs)
+        except OSError as exc:
+            print(f"note: TensorBoard logging stopped ({exc})", file=sys.stderr)
+            self._tb = None
 
     def _train(self, cfg: Config, tc) -> TrainResult:
         from tqdm import tqdm
@@ -481,8 +515,10 @@ class Trainer:
                     self._log_window(sums, nsum, elapsed, time.time() - t_log)
                     bar.set_postfix({"step": f"{self.step}/{tc.max_steps}", **{k: f"{v / nsum:.3f}" for k, v in sums.items()}})
                     sums, nsum, t_log = {}, 0, time.time()
-                grid_now = self.step % tc.sample_every == 0
-                eval_now = self.evaluator is not None and cfg.eval.every > 0 and self.step % cfg.eval.every == 0
+                stopping = self._signal is not None  # a scheduler's grace period is short: checkpoint only
+                grid_now = self.step % tc.sample_every == 0 and not stopping
+                eval_now = (self.evaluator is not None and cfg.eval.every > 0 and self.step % cfg.eval.every == 0
+                            and not stopping)
                 if grid_now or eval_now:
                     self.refresh_ema_batchnorm()
                 if grid_now:
@@ -498,7 +534,7 @@ class Trainer:
         if nsum:  # the steps since the last log line (a run stopped by max_minutes)
             self._log_window(sums, nsum, elapsed, time.time() - t_log)
         self.save(elapsed, periodic=False)
-        if self.step % tc.sample_every != 0:
+        if self.step % tc.sample_every != 0 and self._signal is None:
             self.write_grid()
         return TrainResult(self.step, self.images_seen, elapsed, stop_reason, self.out)
 
@@ -521,10 +557,9 @@ class Trainer:
         metrics = self.evaluator(self)
         rec = {"step": self.step, "images_seen": self.images_seen, "seconds": round(elapsed, 3)}
         rec.update({f"eval_{k}": v for k, v in metrics.items()})
-        if self._tb is not None:
-            for k, v in metrics.items():
-                if isinstance(v, (int, float)):
-                    self._tb.add_scalar(f"eval/{k}", v, self.step)
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)):
+                self._tb_call("add_scalar", f"eval/{k}", v, self.step)
         fid = metrics.get("fid")
         if fid is not None and (not self.best or fid < self.best["fid"]):
             self.best = {"fid": float(fid), "step": self.step}

@@ -1,18 +1,21 @@
 """Run-folder safety: one writer per run folder, and no temp files left behind.
 
-* :class:`RunLock` — ``<run>/.lock`` holds the owner's pid and host, created with
-  ``O_CREAT | O_EXCL``. A second ``semsynth train`` on the same folder stops at once with a
-  message naming the owner. A lock whose process is gone (same host, pid not alive: the run
-  was killed) is stale and is taken over, with a note.
+* :class:`RunLock` — ``<run>/.lock``, held with an exclusive ``flock`` for the whole run (the
+  file also records the owner's pid and host, for the message). A second ``semsynth train`` on
+  the same folder stops at once naming the owner. The kernel drops the lock when its process
+  ends, however it ends (SIGKILL included), so a leftover ``.lock`` file of a dead run is
+  simply taken over: no pid guessing, no pid-reuse problem. (On network file systems
+  ``flock`` may be local to one machine; there, do not point two machines' runs at one folder.)
 * :func:`remove_stale_temp_files` — :func:`semsynth.config.atomic_write_bytes` writes
   ``.<name>.<random>.tmp`` next to its target and renames it; a process killed between the
   two (SIGKILL, power loss) leaves the temp file, as big as a checkpoint. The trainer, which
-  holds the lock and is therefore the only writer, removes them on start/resume and before
-  every checkpoint save.
+  holds the lock, removes the temp files of the files *it* writes (checkpoints, the config,
+  sample grids) on start/resume and before every checkpoint save.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import socket
 import sys
@@ -20,98 +23,98 @@ from pathlib import Path
 
 from semsynth.types import ConfigError
 
-__all__ = ["RunLock", "RunFolderBusy", "remove_stale_temp_files", "TEMP_GLOB"]
+__all__ = ["RunLock", "RunFolderBusy", "remove_stale_temp_files"]
 
-#: Temp files of :func:`semsynth.config.atomic_write_bytes` (``mkstemp(prefix=".name.", suffix=".tmp")``).
-TEMP_GLOB = ".*.tmp"
+# Temp files of the trainer's own atomic writes: (folder relative to the run, glob).
+_OWN_TEMP_FILES = (
+    (".", ".config.yaml.*.tmp"),
+    ("checkpoints", ".latest.pt.*.tmp"),
+    ("checkpoints", ".step_*.pt.*.tmp"),
+    ("checkpoints", ".best.pt.*.tmp"),
+    ("samples", ".step_*.png.*.tmp"),
+)
 
 
 class RunFolderBusy(ConfigError):
     """Another live process holds the run folder's lock (the message names its pid and host)."""
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 class RunLock:
-    """Exclusive lock on a run folder for the lifetime of a training process.
+    """Exclusive lock on a run folder for the lifetime of a training run.
 
     Args:
-        out_dir: the run folder (created if missing).
+        out_dir: the run folder (created by :meth:`acquire` if missing).
 
-    Use as a context manager, or :meth:`acquire` / :meth:`release`.
+    Use :meth:`acquire` / :meth:`release` (or as a context manager); :meth:`check` only
+    tests (nothing is written).
 
-    Raises (from :meth:`acquire`):
-        RunFolderBusy: a live process on this host holds the lock, or a process on another
-            host (which cannot be checked from here: the message says to remove the lock file
-            by hand if that run is known to be dead).
+    Raises (from :meth:`acquire` and :meth:`check`):
+        RunFolderBusy: another process holds the lock (the message names its pid, host and
+            the lock file).
     """
 
     def __init__(self, out_dir: str | os.PathLike) -> None:
         self.path = Path(out_dir) / ".lock"
-        self.held = False
+        self._fd: int | None = None
         self.took_over: str | None = None
 
-    def _read(self) -> tuple[int, str]:
-        try:
-            pid_s, host = (self.path.read_text().split() + ["", ""])[:2]
-            return int(pid_s), host
-        except (OSError, ValueError):
-            return -1, ""
+    @property
+    def held(self) -> bool:
+        return self._fd is not None
 
-    def acquire(self) -> "RunLock":
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        me = f"{os.getpid()} {socket.gethostname()}\n"
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                pid, host = self._read()
-                if host and host != socket.gethostname():
-                    raise RunFolderBusy(
-                        f"{self.path.parent} is locked by pid {pid} on host {host} ({self.path}); if that run is "
-                        f"no longer alive, delete {self.path}") from None
-                if pid == os.getpid():  # this process already holds it (e.g. a second Trainer)
-                    self.held = True
-                    return self
-                if pid > 0 and _pid_alive(pid):
-                    raise RunFolderBusy(
-                        f"{self.path.parent} is in use by another semsynth process (pid {pid}, lock file "
-                        f"{self.path}); wait for it or choose another --out") from None
-                self.took_over = f"stale lock of pid {pid} (no such process) taken over"
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as fh:
-                fh.write(me)
-            self.held = True
-            return self
-        raise RunFolderBusy(f"could not lock {self.path.parent} ({self.path} keeps reappearing)")
+    def _owner(self) -> str:
+        try:
+            pid, host = (self.path.read_text().split() + ["?", "?"])[:2]
+        except OSError:
+            pid, host = "?", "?"
+        return f"pid {pid} on host {host}"
+
+    def _try(self) -> int | None:
+        fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            os.close(fd)
+            return None
+        return fd
+
+    def _busy(self) -> RunFolderBusy:
+        return RunFolderBusy(f"{self.path.parent} is in use by another semsynth process ({self._owner()}, lock "
+                             f"file {self.path}); wait for it to end or choose another --out")
 
     def check(self) -> None:
-        """Raise :class:`RunFolderBusy` if a live process holds the lock (nothing is written)."""
-        if not self.path.exists():
+        """Raise :class:`RunFolderBusy` if another process holds the lock."""
+        if self.held or not self.path.exists():
             return
-        pid, host = self._read()
-        if host and host != socket.gethostname():
-            raise RunFolderBusy(f"{self.path.parent} is locked by pid {pid} on host {host} ({self.path}); if that "
-                                f"run is no longer alive, delete {self.path}")
-        if pid > 0 and pid != os.getpid() and _pid_alive(pid):
-            raise RunFolderBusy(f"{self.path.parent} is in use by another semsynth process (pid {pid}, lock file "
-                                f"{self.path}); wait for it or choose another --out")
+        fd = self._try()
+        if fd is None:
+            raise self._busy()
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def acquire(self) -> "RunLock":
+        if self.held:
+            return self
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        previous = self.path.read_text().strip() if self.path.exists() else ""
+        fd = self._try()
+        if fd is None:
+            raise self._busy()
+        if previous:
+            self.took_over = f"lock file of an ended run ({previous}) taken over"
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()} {socket.gethostname()}\n".encode())
+        self._fd = fd
+        return self
 
     def release(self) -> None:
-        if self.held:
-            pid, _ = self._read()
-            if pid == os.getpid():
+        if self._fd is not None:
+            try:
                 self.path.unlink(missing_ok=True)
-            self.held = False
+            finally:
+                fcntl.flock(self._fd, fcntl.LOCK_UN)
+                os.close(self._fd)
+                self._fd = None
 
     def __enter__(self) -> "RunLock":
         return self.acquire()
@@ -121,28 +124,29 @@ class RunLock:
 
 
 def remove_stale_temp_files(out_dir: str | os.PathLike, quiet: bool = False) -> tuple[int, int]:
-    """Delete the temp files of interrupted atomic writes in a run folder.
+    """Delete the temp files of the trainer's own interrupted atomic writes in a run folder.
 
-    Looks in the folder itself and in ``checkpoints/``, ``samples/`` and ``eval/``. Call it
-    only while holding the folder's :class:`RunLock` (a live writer's temp file would be
-    deleted under it otherwise).
+    Only the names the trainer writes are touched (``config.yaml``, ``latest.pt``,
+    ``step_*.pt``, ``best.pt``, ``samples/step_*.png``): another command writing into the
+    folder (e.g. ``semsynth eval --out RUN/eval``) keeps its temp files. Call it only while
+    holding the folder's :class:`RunLock`.
 
     Returns:
         ``(files, bytes)`` removed; a one-line note goes to stderr unless ``quiet``.
     """
     out = Path(out_dir)
     n = size = 0
-    for d in (out, out / "checkpoints", out / "samples", out / "eval"):
+    for sub, pattern in _OWN_TEMP_FILES:
+        d = out / sub
         if not d.is_dir():
             continue
-        for p in d.glob(TEMP_GLOB):
-            if p.is_file():
-                try:
-                    size += p.stat().st_size
-                    p.unlink()
-                    n += 1
-                except FileNotFoundError:
-                    pass
+        for p in d.glob(pattern):
+            try:
+                size += p.stat().st_size
+                p.unlink()
+                n += 1
+            except FileNotFoundError:
+                pass
     if n and not quiet:
         print(f"note: removed {n} temp file(s) of interrupted writes ({size / 1e6:.1f} MB) from {out}",
               file=sys.stderr)
