@@ -267,9 +267,13 @@ def colors_to_ids(rgb: np.ndarray, palette, source: str, name: str = "dataset", 
         return ids, 0
     bad, inverse, counts = np.unique(code[~ok], return_inverse=True, return_counts=True)
     cols = np.stack([bad >> 16, (bad >> 8) & 255, bad & 255], 1).astype(np.float64)
-    dist = np.sqrt(((cols[:, None, :] - pal[None, :, :].astype(np.float64)) ** 2).sum(-1))  # (K, P)
-    nearest = dist.argmin(1)
-    near_d = dist[np.arange(len(bad)), nearest]
+    palf = pal.astype(np.float64)
+    nearest = np.empty(len(bad), np.int64)
+    near_d = np.empty(len(bad), np.float64)
+    for s in range(0, len(bad), 4096):  # bounded memory for photos with many distinct colours
+        dist = np.sqrt(((cols[s:s + 4096, None, :] - palf[None, :, :]) ** 2).sum(-1))  # (chunk, P)
+        nearest[s:s + 4096] = dist.argmin(1)
+        near_d[s:s + 4096] = dist[np.arange(dist.shape[0]), nearest[s:s + 4096]]
     close = near_d <= tolerance
     if not close.all() and unmatched != "ignore":
         far = np.flatnonzero(~close)
