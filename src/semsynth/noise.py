@@ -41,6 +41,31 @@ def noise_from_seeds(seeds: Sequence[int], z_dim: int, device: torch.device | st
     return out.to(device)
 
 
+def resolve_noise(z: torch.Tensor | None, seeds: Sequence[int] | None, n: int, z_dim: int,
+                  device: torch.device | str) -> torch.Tensor:
+    """The global noise of a generator call: ``z`` if given, else one vector per seed
+    (:func:`noise_from_seeds`), else drawn from torch's global RNG (training).
+
+    Args:
+        z: given noise (returned unchanged, shape checked by the caller), or ``None``.
+        seeds: one seed per sample, or ``None``.
+        n: batch size; z_dim: noise channels; device: where new noise is put.
+
+    Returns:
+        ``z``, or ``(n, z_dim)`` float32 standard normal.
+
+    Raises:
+        ValueError: ``len(seeds) != n``.
+    """
+    if z is not None:
+        return z
+    if seeds is not None:
+        if len(seeds) != n:
+            raise ValueError(f"{len(seeds)} seeds for a batch of {n}")
+        return noise_from_seeds(seeds, z_dim, device)
+    return torch.randn(n, z_dim, device=device)
+
+
 def expand_noise(z: torch.Tensor, height: int, width: int) -> torch.Tensor:
     """Broadcast noise to a spatial map.
 

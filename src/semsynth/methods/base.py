@@ -66,12 +66,17 @@ class Method(nn.Module):
         return counts
 
     def phase_parameters(self, phase: str) -> Iterable[nn.Parameter]:
-        """Parameters updated in ``phase`` (its optimizer's parameters)."""
-        raise NotImplementedError
+        """Parameters updated in ``phase`` (its optimizer's parameters).
+
+        Default for GANs with phases ``("G", "D")``: ``self.generator`` in ``"G"``,
+        ``self.discriminator`` in any other phase.
+        """
+        return (self.generator if phase == "G" else self.discriminator).parameters()
 
     def phase_lr(self, phase: str, train_cfg) -> float:
-        """Learning rate of ``phase``'s Adam optimizer, from the TrainConfig."""
-        raise NotImplementedError
+        """Learning rate of ``phase``'s Adam optimizer: ``train_cfg.lr_g`` for ``"G"``,
+        ``train_cfg.lr_d`` otherwise (TTUR)."""
+        return float(train_cfg.lr_g if phase == "G" else train_cfg.lr_d)
 
     def phase_losses(self, phase: str, image: torch.Tensor, label: torch.Tensor,
                      rng: torch.Generator) -> dict[str, torch.Tensor]:

@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from semsynth.nn.spade import SPADEResBlock
-from semsynth.noise import expand_noise, noise_from_seeds
+from semsynth.noise import expand_noise, resolve_noise
 
 
 @dataclass(frozen=True)
@@ -104,13 +104,7 @@ class OASISGenerator(nn.Module):
             raise ValueError(f"label map is {h}x{w}, generator was built for {self.height}x{self.width}")
         cond = label_onehot
         if self.z_dim > 0:
-            if z is None:
-                if seeds is not None:
-                    if len(seeds) != n:
-                        raise ValueError(f"{len(seeds)} seeds for a batch of {n}")
-                    z = noise_from_seeds(seeds, self.z_dim, label_onehot.device)
-                else:
-                    z = torch.randn(n, self.z_dim, device=label_onehot.device)
+            z = resolve_noise(z, seeds, n, self.z_dim, label_onehot.device)
             if z.shape[0] != n or z.shape[1] != self.z_dim:
                 raise ValueError(f"noise {tuple(z.shape)} does not match batch {n} and z_dim {self.z_dim}")
             cond = torch.cat([expand_noise(z.to(label_onehot.dtype), h, w), label_onehot], dim=1)

@@ -118,12 +118,6 @@ class OASIS(Method):
             counts["G_without_noise_inputs"] = counts["G"]
         return {"G": counts["G"], "G_without_noise_inputs": counts["G_without_noise_inputs"], "D": counts["D"]}
 
-    def phase_parameters(self, phase: str):
-        return (self.generator if phase == "G" else self.discriminator).parameters()
-
-    def phase_lr(self, phase: str, train_cfg) -> float:
-        return float(train_cfg.lr_g if phase == "G" else train_cfg.lr_d)
-
     def _noise(self, n: int, rng: torch.Generator, device) -> torch.Tensor | None:
         if self.z_dim == 0:
             return None

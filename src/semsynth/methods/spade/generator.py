@@ -47,7 +47,7 @@ import torch.nn.functional as F
 
 from semsynth.nn.norm import normed_conv
 from semsynth.nn.spade import SPADEResBlock
-from semsynth.noise import noise_from_seeds
+from semsynth.noise import resolve_noise
 from semsynth.types import ConfigError
 
 __all__ = ["EncoderConfig", "SPADEGeneratorConfig", "ConvEncoder", "SPADEGenerator", "UPSAMPLING_LAYERS"]
@@ -232,13 +232,7 @@ class SPADEGenerator(nn.Module):
             raise ValueError(f"label map is {h}x{w}, generator was built for {self.height}x{self.width}")
         h0, w0 = self.sizes[0]
         if self.encoder is not None:
-            if z is None:
-                if seeds is not None:
-                    if len(seeds) != n:
-                        raise ValueError(f"{len(seeds)} seeds for a batch of {n}")
-                    z = noise_from_seeds(seeds, self.z_dim, label_onehot.device)
-                else:
-                    z = torch.randn(n, self.z_dim, device=label_onehot.device)
+            z = resolve_noise(z, seeds, n, self.z_dim, label_onehot.device)
             if z.dim() != 2 or tuple(z.shape) != (n, self.z_dim):
                 raise ValueError(f"SPADE's latent must be (N, z_dim) = ({n}, {self.z_dim}), got {tuple(z.shape)}; "
                                  "it is one vector per image (no spatial noise, no local re-sampling)")

@@ -99,12 +99,6 @@ class SPADE(Method):
         e = count_parameters(self.generator.encoder)
         return {"G": count_parameters(self.generator) - e, "E": e, "D": count_parameters(self.discriminator)}
 
-    def phase_parameters(self, phase: str):
-        return (self.generator if phase == "G" else self.discriminator).parameters()
-
-    def phase_lr(self, phase: str, train_cfg) -> float:
-        return float(train_cfg.lr_g if phase == "G" else train_cfg.lr_d)
-
     def phase_losses(self, phase, image, label, rng):
         onehot = one_hot(label, self.info.semantic_nc)
         cfg = self.model_cfg
