@@ -142,7 +142,12 @@ def cmd_sample(args: argparse.Namespace) -> int:
         style = sampler.style_latent(style_img, source=f"--style {args.style}")
     if local and sampler.local_resampling_unavailable():
         raise DataError(f"--resample-class/--resample-mask: {sampler.local_resampling_unavailable()}")
-    deterministic = sampler.z_dim == 0 or style is not None
+    deterministic = (sampler.z_dim == 0 and sampler.num_outputs == 1) or style is not None
+    if sampler.z_dim == 0 and sampler.num_outputs > 1:
+        k = sampler.num_outputs
+        print(f"note: this generator takes no noise; it makes {k} fixed images per label map: "
+              f"seed i gives output i mod {k}" + (f" (seeds {seeds} repeat outputs)" if len(set(s % k for s in seeds)) < len(seeds) else ""),
+              file=sys.stderr)
     if deterministic and len(seeds) > 1:
         method = getattr(getattr(sampler, "config", None), "method", "this")
         why = "the style image fixes the latent" if style is not None else f"the {method} generator takes no noise"
@@ -171,7 +176,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
             save_png(out / f"{f.stem}{tag}_seed{s}.png", img)
             written += 1
     print(json.dumps({"out": str(out), "images": written, "label_maps": len(files),
-                      "seeds": [] if deterministic else seeds, "deterministic": deterministic}))
+                      "seeds": [] if deterministic else seeds, "deterministic": deterministic,
+                      **({"outputs_per_label_map": sampler.num_outputs} if sampler.num_outputs > 1 else {})}))
     return 0
 
 

@@ -15,7 +15,9 @@ T = TypeVar("T")
 _METHODS: dict[str, type] = {}
 _DATASETS: dict[str, Callable] = {}
 
-_BUILTIN_METHOD_MODULES = ("semsynth.methods.oasis.method", "semsynth.methods.spade.method", "semsynth.methods.painter")
+_BUILTIN_METHOD_MODULES = ("semsynth.methods.oasis.method", "semsynth.methods.spade.method",
+                           "semsynth.methods.cc_fpse.method", "semsynth.methods.crn.method",
+                           "semsynth.methods.painter")
 _BUILTIN_DATA_MODULES = ("semsynth.data",)
 
 

@@ -15,17 +15,22 @@ id, ``semantic_nc`` = 34. The other void ids (1-6) and the ids ignored in the of
 evaluation (9, 10, 14-16, 18, 29, 30) are ordinary input channels here, as in SPADE/OASIS;
 the mIoU judge maps labelIds to trainIds itself. The item name is
 ``<city>_<seq>_<frame>``.
+
+``data.options.label_ids: train`` reads the same files into the 19 train ids + void (20
+channels, void = don't-care id 19): CRN's official label space.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from semsynth.config import DataConfig, data_root
-from semsynth.data.base import PairedDataset, check_options, list_files, pair_by_key
+from semsynth.data.base import PairedDataset, check_options, list_files, make_lut, pair_by_key
 from semsynth.data.transforms import transform_from_config
 from semsynth.registry import register_dataset
-from semsynth.types import DataError, DatasetInfo
+from semsynth.types import ConfigError, DataError, DatasetInfo
 
 __all__ = ["INFO", "LABELS", "Cityscapes"]
 
@@ -81,6 +86,44 @@ INFO = DatasetInfo(
 )
 
 
+#: The 19 train ids (cityscapesScripts ``trainId``) in order, then void.
+TRAIN_ID_NAMES = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
+                  "vegetation", "terrain", "sky", "person", "rider", "car", "truck", "bus", "train", "motorcycle",
+                  "bicycle", "void")
+
+#: The train-id label space (``data.options.label_ids: train``): ids 0-18 the 19 evaluated
+#: classes, 19 = void (every other labelId; the don't-care id). CRN's official input
+#: (CQFIO/PhotographicImageSynthesis: 19 colour channels + void = 20).
+TRAIN_ID_INFO = DatasetInfo(
+    name="cityscapes",
+    class_names=TRAIN_ID_NAMES,
+    palette=tuple(next(c for _, n, c in LABELS if n == name) for name in TRAIN_ID_NAMES[:-1]) + ((0, 0, 0),),
+    ignore_index=19,
+    extra={"title": "Cityscapes (train ids)", "label_ids": "train"},
+)
+
+#: Options of this dataset: ``label_ids``: ``"label"`` (default, labelIds 0-33) or ``"train"``.
+OPTIONS = ("label_ids",)
+
+
+def _label_ids(cfg: DataConfig | None) -> str:
+    opts = check_options(cfg.options if cfg is not None else None, OPTIONS, "cityscapes")
+    mode = str(opts.get("label_ids", "label"))
+    if mode not in ("label", "train"):
+        raise ConfigError(f"data.options.label_ids: {mode!r} is not 'label' (labelIds 0-33) or 'train' "
+                          "(19 train ids + void)")
+    return mode
+
+
+def train_id_lut() -> np.ndarray:
+    """labelId (0-33) → train id (0-18), every other labelId → 19 (void); ``(256,)`` int64
+    with -1 for raw values that are not labelIds."""
+    from semsynth.eval.segmenters.espnet import cityscapes_label_to_train_id
+
+    train = cityscapes_label_to_train_id(np.arange(34))
+    return make_lut({i: (int(t) if t != 255 else 19) for i, t in enumerate(train)})
+
+
 def _key(path: Path, suffix: str) -> tuple[str, str]:
     return (path.parent.name, path.name[: -len(suffix)])
 
@@ -103,7 +146,7 @@ class Cityscapes(PairedDataset):
     """
 
     def __init__(self, cfg: DataConfig, split: str, train: bool, seed: int = 0) -> None:
-        check_options(cfg.options, (), "cityscapes")
+        train_ids = _label_ids(cfg) == "train"
         root = data_root(cfg, "cityscapes")
         img_dir, lab_dir = root / "leftImg8bit" / split, root / "gtFine" / split
         images, labels = {}, {}
@@ -114,8 +157,9 @@ class Cityscapes(PairedDataset):
                 if k in out:
                     raise DataError(f"two files for {k[1]} in city {k[0]}: {out[k]} and {f}")
                 out[k] = f
-        super().__init__(pair_by_key(images, labels, img_dir, lab_dir), INFO, transform_from_config(cfg, train),
-                         train=train, seed=seed, cache=cfg.cache, root=root)
+        super().__init__(pair_by_key(images, labels, img_dir, lab_dir), TRAIN_ID_INFO if train_ids else INFO,
+                         transform_from_config(cfg, train), train=train, seed=seed, cache=cfg.cache, root=root,
+                         lut=train_id_lut() if train_ids else None)
 
     def name_of(self, image_path: Path) -> str:
         """``<city>_<seq>_<frame>`` (the image file name without ``_leftImg8bit.png``)."""
@@ -124,5 +168,10 @@ class Cityscapes(PairedDataset):
 
     @staticmethod
     def dataset_info(cfg: DataConfig | None = None) -> DatasetInfo:
-        """The label space (no file is read)."""
-        return INFO
+        """The label space (no file is read): :data:`INFO`, or :data:`TRAIN_ID_INFO` with
+        ``data.options.label_ids: train``.
+
+        Raises:
+            ConfigError: an unknown option or ``label_ids`` value.
+        """
+        return TRAIN_ID_INFO if _label_ids(cfg) == "train" else INFO

@@ -126,7 +126,10 @@ def load_judge(info: DatasetInfo, device: torch.device):
 
 
 def judge_labels(info: DatasetInfo, label: np.ndarray) -> tuple[np.ndarray, int | None]:
-    """Ground truth in the judge's ids: ``(label, ignore_index)`` (Cityscapes → train ids)."""
+    """Ground truth in the judge's ids: ``(label, ignore_index)`` (Cityscapes labelIds →
+    train ids; Cityscapes read with ``label_ids: train`` (20 ids) → void 19 becomes 255)."""
+    if info.name == "cityscapes" and info.semantic_nc == 20:  # train-id space: 19 = void
+        return np.where(np.asarray(label) == 19, 255, np.asarray(label)).astype(np.int64), 255
     if info.name == "cityscapes":
         from semsynth.eval.segmenters.espnet import cityscapes_label_to_train_id
 
@@ -169,7 +172,10 @@ def diversity_of(sampler, labels: torch.Tensor, num_maps: int, num_samples: int,
         lps.append(float(lpips_pairwise(samples.to(device), lp)))
     out = {"ms_ssim": float(np.mean(ms)), "lpips": float(np.mean(lps)),
            "diversity_maps": len(ms), "diversity_samples": num_samples}
-    if sampler.z_dim == 0:
+    if sampler.z_dim == 0 and sampler.num_outputs > 1:
+        out["diversity_note"] = (f"no noise input: {sampler.num_outputs} fixed outputs per label map "
+                                 f"(seed i gives output i mod {sampler.num_outputs})")
+    elif sampler.z_dim == 0:
         out["diversity_note"] = "deterministic generator (no noise input): every seed gives the same image"
     return out
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 __all__ = [
-    "hinge_d_loss", "hinge_g_loss", "feature_matching_loss",
+    "hinge_d_loss", "hinge_g_loss", "feature_matching_loss", "layer_l1_sum",
     "multiscale_d_terms", "multiscale_g_terms",
 ]
 
@@ -73,13 +73,26 @@ def feature_matching_loss(fake: Outputs, real: Outputs) -> torch.Tensor:
     """
     if len(fake) != len(real):
         raise ValueError(f"feature matching: {len(fake)} fake scales vs {len(real)} real")
-    total = fake[0][0].new_zeros(())
-    for fs, rs in zip(fake, real):
-        if len(fs) != len(rs):
-            raise ValueError("feature matching: fake and real outputs have different depths")
-        for f, r in zip(fs[:-1], rs[:-1]):
-            total = total + F.l1_loss(f, r.detach())
-    return total / len(fake)
+    return torch.stack([layer_l1_sum(fs[:-1], rs[:-1]) for fs, rs in zip(fake, real)]).mean()
+
+
+def layer_l1_sum(fake: Sequence[torch.Tensor], real: Sequence[torch.Tensor]) -> torch.Tensor:
+    """``Σ_l mean|fake_l − real_l|`` over paired feature maps, the real ones detached (the
+    per-scale sum of feature matching; CC-FPSE's feature matching is this over its four
+    discriminator features, times ``λ_feat / 4``).
+
+    Args:
+        fake, real: equally long sequences of equally shaped tensors (at least one).
+
+    Returns:
+        Scalar ≥ 0.
+
+    Raises:
+        ValueError: different lengths, or no layer.
+    """
+    if len(fake) != len(real) or not fake:
+        raise ValueError(f"feature matching: {len(fake)} fake layers vs {len(real)} real (need equal, ≥ 1)")
+    return torch.stack([F.l1_loss(f, r.detach()) for f, r in zip(fake, real)]).sum()
 
 
 def _split(outputs: Outputs, n: int) -> tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]]:

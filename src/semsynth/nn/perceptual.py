@@ -84,21 +84,25 @@ class VGG16Features(nn.Module):
         super().__init__()
         self.convs = nn.ModuleDict({n: nn.Conv2d(i, o, 3, padding=1) for n, i, o in VGG16_LAYERS})
 
-    def forward(self, x: torch.Tensor, taps: Sequence[str]) -> list[torch.Tensor]:
+    def forward(self, x: torch.Tensor, taps: Sequence[str], pool: str = "max") -> list[torch.Tensor]:
         """Activations at ``taps``.
 
         Args:
             x: ``(N, 3, H, W)`` float; any ``H, W`` ≥ 1 (each pool floors odd sizes).
             taps: layer names, ``convB_L`` (before the ReLU) or ``reluB_L`` (after it), in
                 any order; the forward pass stops after the deepest one.
+            pool: ``"max"`` (the trained network's own 2×2 max-pools) or ``"avg"`` (2×2
+                average pools, as CRN's official loss network uses).
 
         Returns:
             One tensor per tap, in the order of ``taps``: ``(N, C, H / 2^(B-1), W / 2^(B-1))``
             (floored) with ``C`` the conv's output channels.
 
         Raises:
-            ValueError: an unknown layer name, or an input that is not ``(N, 3, H, W)``.
+            ValueError: an unknown layer name or pool, or an input that is not ``(N, 3, H, W)``.
         """
+        if pool not in ("max", "avg"):
+            raise ValueError(f"VGG16Features: pool must be 'max' or 'avg', got {pool!r}")
         if x.dim() != 4 or x.shape[1] != 3:
             raise ValueError(f"VGG16Features expects (N, 3, H, W), got {tuple(x.shape)}")
         unknown = [t for t in taps if t not in _TAP_NAMES]
@@ -117,7 +121,7 @@ class VGG16Features(nn.Module):
             if relu in wanted:
                 found[relu] = x
             if name in _POOL_AFTER:
-                x = F.max_pool2d(x, 2, 2)
+                x = F.max_pool2d(x, 2, 2) if pool == "max" else F.avg_pool2d(x, 2, 2)
         return [found[t] for t in taps]
 
 

@@ -47,6 +47,8 @@ class Sampler:
         self.height, self.width = height, width
         self.device = torch.device(device)
         self.z_dim = int(getattr(generator, "z_dim", 0))
+        #: images a noise-free generator makes at once (CRN's k; 1 otherwise): seed i → output i mod k.
+        self.num_outputs = int(getattr(generator, "num_outputs", 1))
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
@@ -136,6 +138,8 @@ class Sampler:
         Args:
             label: ``(N, H, W)`` int64 at the generator's size (see :meth:`prepare_label`).
             seeds: one seed per label map (default ``0..N-1``) — ignored if ``z`` is given.
+                For a generator with ``k`` fixed outputs and no noise (CRN), seed ``i``
+                selects output ``i mod k``; for other noise-free generators seeds are unused.
             z: ``(N, z_dim)`` or ``(N, z_dim, H, W)`` noise.
             batch_size: label maps per forward pass (does not change the images).
 
@@ -150,7 +154,9 @@ class Sampler:
         out = []
         for s in range(0, n, batch_size):
             onehot = one_hot(label[s:s + batch_size].to(self.device), self.info.semantic_nc)
-            if self.z_dim == 0:
+            if self.z_dim == 0 and self.num_outputs > 1:  # CRN: seed i selects output i mod k
+                img = self.generator(onehot, seeds=list(seeds) if seeds is not None else None)
+            elif self.z_dim == 0:
                 img = self.generator(onehot)
             elif z is not None:
                 img = self.generator(onehot, z[s:s + batch_size].to(self.device))
@@ -171,6 +177,9 @@ class Sampler:
         noise (SPADE without its encoder, CRN) or with one latent vector per image (SPADE's
         encoder latent, through a linear layer) cannot.
         """
+        if self.z_dim == 0 and self.num_outputs > 1:
+            return (f"this generator (CRN) takes no noise: it makes {self.num_outputs} fixed images per label map "
+                    f"(seed i gives output i mod {self.num_outputs}), so no region can be re-sampled on its own")
         if self.z_dim == 0:
             return ("this generator takes no noise (a deterministic method, e.g. SPADE without its encoder): "
                     "there is nothing to re-sample locally")

@@ -46,6 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from semsynth.nn.norm import normed_conv
+from semsynth.nn.sizes import size_chain
 from semsynth.nn.spade import SPADEResBlock
 from semsynth.noise import resolve_noise
 from semsynth.types import ConfigError
@@ -136,13 +137,6 @@ class ConvEncoder(nn.Module):
         return self.fc_mu(x), self.fc_var(x)
 
 
-def _size_chain(size: int, doublings: int) -> list[int]:
-    chain = [size]
-    for _ in range(doublings):
-        chain.append(-(-chain[-1] // 2))
-    return chain[::-1]
-
-
 class SPADEGenerator(nn.Module):
     """G(label map[, z]) → image.
 
@@ -175,7 +169,7 @@ class SPADEGenerator(nn.Module):
         self.z_dim = cfg.z_dim if cfg.use_vae else 0
         mode = cfg.num_upsampling_layers
         k = UPSAMPLING_LAYERS[mode]
-        self.sizes = list(zip(_size_chain(height, k), _size_chain(width, k)))  # k + 1 resolutions
+        self.sizes = list(zip(size_chain(height, k), size_chain(width, k)))  # k + 1 resolutions
         nf = cfg.ngf
         if cfg.use_vae:
             self.fc = nn.Linear(cfg.z_dim, 16 * nf * self.sizes[0][0] * self.sizes[0][1])

@@ -1,0 +1,122 @@
+"""CC-FPSE (Liu et al., NeurIPS 2019) as a :class:`semsynth.methods.base.Method`.
+
+Composed from: the conditional-convolution generator
+(:mod:`semsynth.methods.cc_fpse.generator`, whose shortcut uses the shared
+:class:`semsynth.nn.spade.SPADE`), the feature-pyramid semantics-embedding discriminator
+(:mod:`semsynth.methods.cc_fpse.discriminator`), the shared hinge loss and feature-matching L1
+(:mod:`semsynth.losses.gan`) and the shared VGG loss (:mod:`semsynth.losses.vgg`, **VGG-16**
+weights here, the official code uses VGG-19 — none offline).
+
+Per step, as the official ``models/pix2pix_model.py`` and ``trainers/pix2pix_trainer.py``:
+
+* G: ``hinge_G + λ_feat · mean_l |F_l(fake) − F_l(real)| + λ_VGG · VGG``; the hinge term is
+  the mean over the three scales of ``−mean(D_s(fake))``; ``F_l`` are the discriminator's
+  four bottom-up features (official: ``Σ_l L1 · λ_feat / 4``). Fake and real pass through
+  D in one batch (instance norm only: the same as two passes).
+* D: the fake made again without gradients, ``mean_s mean(relu(1 − D_s(real))) +
+  mean_s mean(relu(1 + D_s(fake)))``.
+* Optimiser (the run's TrainConfig): Adam β = (0, 0.9), TTUR lr G 1e-4, D 4e-4 (official
+  ``lr 2e-4`` halved / doubled); the official linear decay is not implemented.
+* Weights: λ_feat 20 and λ_VGG 10 in the official training script (``train.sh``; the
+  option default for λ_feat is 10). Initialisation xavier-normal 0.02, BatchNorm γ ~ N(1, 0.02)
+  (:mod:`semsynth.nn.init`).
+
+Not implemented: ``--use_vae`` (an image encoder whose latent of the real image replaces the
+label map as G's input; the official build the published parameter counts refer to has none),
+the instance-edge input channel (semsynth's label spaces carry no instance maps), and
+SyncBatchNorm (one device here).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from semsynth.labels import one_hot
+from semsynth.losses.gan import hinge_d_loss, hinge_g_loss, layer_l1_sum
+from semsynth.losses.vgg import vgg_loss
+from semsynth.methods.base import Method
+from semsynth.methods.cc_fpse.discriminator import FPSEDiscriminator, FPSEDiscriminatorConfig
+from semsynth.methods.cc_fpse.generator import CCFPSEGenerator, CCFPSEGeneratorConfig
+from semsynth.nn.init import apply_init
+from semsynth.nn.perceptual import require_vgg16
+from semsynth.registry import register_method
+from semsynth.types import DatasetInfo
+
+__all__ = ["CCFPSEConfig", "CCFPSE"]
+
+
+@dataclass(frozen=True)
+class CCFPSEConfig:
+    """The ``model:`` section of a CC-FPSE run.
+
+    Attributes:
+        generator: :class:`semsynth.methods.cc_fpse.generator.CCFPSEGeneratorConfig`.
+        discriminator: :class:`semsynth.methods.cc_fpse.discriminator.FPSEDiscriminatorConfig`.
+        lambda_feat: feature-matching weight (official ``train.sh``: 20; 0 = off).
+        lambda_vgg: VGG loss weight (10; 0 = off).
+        init: ``"official"`` (xavier 0.02) or ``"pytorch"``.
+    """
+
+    generator: CCFPSEGeneratorConfig = field(default_factory=CCFPSEGeneratorConfig)
+    discriminator: FPSEDiscriminatorConfig = field(default_factory=FPSEDiscriminatorConfig)
+    lambda_feat: float = 20.0
+    lambda_vgg: float = 10.0
+    init: str = "official"
+
+
+def _scales(scores: list[torch.Tensor]) -> list[list[torch.Tensor]]:
+    return [[s] for s in scores]  # the multi-scale output layout of semsynth.losses.gan
+
+
+@register_method("cc_fpse")
+class CCFPSE(Method):
+    """Conditional-convolution generator and FPSE discriminator.
+
+    Args:
+        model_cfg: :class:`CCFPSEConfig`.
+        info: label space (``semantic_nc`` one-hot channels).
+        height, width: training resolution.
+
+    Raises:
+        ConfigError: an unknown upsampling mode, norm or init scheme.
+        VGGUnavailable: ``lambda_vgg > 0`` without the VGG-16 weights installed.
+    """
+
+    config_class = CCFPSEConfig
+    phases = ("G", "D")
+
+    def __init__(self, model_cfg: CCFPSEConfig, info: DatasetInfo, height: int, width: int) -> None:
+        super().__init__(model_cfg, info, height, width)
+        if model_cfg.lambda_vgg > 0:
+            require_vgg16("model.lambda_vgg > 0 (the VGG loss)")
+        self.generator = CCFPSEGenerator(model_cfg.generator, info.semantic_nc, height, width)
+        self.discriminator = FPSEDiscriminator(model_cfg.discriminator, info.semantic_nc)
+        apply_init(self.generator, model_cfg.init, "model.init")
+        apply_init(self.discriminator, model_cfg.init, "model.init")
+
+    def _discriminate(self, fake: torch.Tensor, real: torch.Tensor, onehot: torch.Tensor):
+        b = fake.shape[0]
+        feats, scores = self.discriminator(torch.cat([fake, real]), torch.cat([onehot, onehot]))
+        split = lambda ts: ([t[:b] for t in ts], [t[b:] for t in ts])  # noqa: E731
+        return split(feats), split(scores)
+
+    def phase_losses(self, phase, image, label, rng):
+        onehot = one_hot(label, self.info.semantic_nc)
+        cfg = self.model_cfg
+        if phase == "G":
+            fake = self.generator(onehot)
+            (f_fake, f_real), (s_fake, _) = self._discriminate(fake, image, onehot)
+            out = {"G_adv": hinge_g_loss(_scales(s_fake))}
+            if cfg.lambda_feat > 0:
+                out["G_feat"] = cfg.lambda_feat * layer_l1_sum(f_fake, f_real) / len(f_fake)
+            if cfg.lambda_vgg > 0:
+                out["G_vgg"] = cfg.lambda_vgg * vgg_loss(fake, image)
+            out["total"] = sum(out.values())
+            return out
+        with torch.no_grad():
+            fake = self.generator(onehot)
+        _, (s_fake, s_real) = self._discriminate(fake, image, onehot)
+        loss_real, loss_fake = hinge_d_loss(_scales(s_real), _scales(s_fake))
+        return {"D_real": loss_real, "D_fake": loss_fake, "total": loss_real + loss_fake}
