@@ -261,6 +261,12 @@ def test_crn_trains_samples_k_outputs_and_evaluates(crn_run, tmp_path, capsys):
     with torch.no_grad():
         all_out = sampler.generator.forward_all(one_hot(lab, sampler.info.semantic_nc)).clamp(-1, 1)
     assert torch.equal(sampler.generate(lab, seeds=[1]), all_out[:, 1])
+    # batches are sliced with their seeds: 5 maps in batches of 2 give outputs 0 1 0 1 0 (equal
+    # up to float rounding: the convolutions' CPU kernels depend on the batch size)
+    five = sampler.generate(lab.expand(5, -1, -1), seeds=[10, 11, 12, 13, 14], batch_size=2)
+    for i in range(5):
+        assert torch.allclose(five[i], all_out[0, i % 2], atol=1e-5)
+        assert not torch.allclose(five[i], all_out[0, 1 - i % 2], atol=1e-2)
     assert "CRN" in sampler.local_resampling_unavailable()
     rc = main(["sample", str(ckpt), "--labels", str(label), "--resample-class", "3", "--out", str(tmp_path / "r"),
                "--device", "cpu"])
@@ -279,3 +285,13 @@ def test_crn_resumes_bit_identically(crn_run, tmp_path):
     b = torch.load(part / "checkpoints" / "latest.pt", weights_only=False)
     for k, v in a["method"].items():
         assert torch.equal(v, b["method"][k]), k
+
+
+def test_report_puts_cc_fpse_and_crn_in_one_table(cc_run, crn_run, tmp_path):
+    for run in (cc_run, crn_run):
+        assert main(["eval", str(run / "checkpoints" / "latest.pt"), "--limit", "2", "--metrics", "fid",
+                     "--out", str(run / "eval"), "--device", "cpu"]) == 0
+    assert main(["report", str(cc_run), str(crn_run), "--out", str(tmp_path / "rep")]) == 0
+    text = (tmp_path / "rep" / "report.md").read_text()
+    rows = [r for r in text.splitlines() if r.startswith("| ") and ("cc_fpse" in r or "| crn |" in r)]
+    assert len(rows) == 2 and all("camvid" in r and "48x64" in r for r in rows)

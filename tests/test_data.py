@@ -143,6 +143,28 @@ def test_cityscapes_sample():
 
 
 @needs_shared
+def test_cityscapes_train_ids_option():
+    # CRN's label space: the same files read as the 19 train ids + void (19)
+    from semsynth.eval.evaluate import judge_labels
+    from semsynth.eval.segmenters.espnet import cityscapes_label_to_train_id
+
+    cfg = cfg_for("cityscapes", SAMPLES / "cityscapes", height=32, width=64, options={"label_ids": "train"})
+    info = dataset_info(cfg)
+    assert info.semantic_nc == 20 and info.ignore_index == 19
+    assert info.class_names[0] == "road" and info.class_names[13] == "car" and info.palette[13] == (0, 0, 142)
+    ds = build_dataset(cfg, "train", train=False)
+    lab = ds.load_label(0)
+    labelids = raw(ds.pairs[0][1]).astype(np.int64)
+    want = cityscapes_label_to_train_id(labelids)
+    assert np.array_equal(lab, np.where(want == 255, 19, want)) and lab.max() <= 19 and (lab == 19).any()
+    judged, ignore = judge_labels(info, lab)
+    assert ignore == 255 and np.array_equal(judged, want)
+    check_item(ds, 0, 32, 64)
+    with pytest.raises(ConfigError, match="label_ids"):
+        dataset_info(cfg_for("cityscapes", SAMPLES / "cityscapes", options={"label_ids": "trainid"}))
+
+
+@needs_shared
 def test_ade20k_sample():
     cfg = cfg_for("ade20k", SAMPLES / "ade20k", height=32, width=32)
     info = dataset_info(cfg)

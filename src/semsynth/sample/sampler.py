@@ -155,7 +155,7 @@ class Sampler:
         for s in range(0, n, batch_size):
             onehot = one_hot(label[s:s + batch_size].to(self.device), self.info.semantic_nc)
             if self.z_dim == 0 and self.num_outputs > 1:  # CRN: seed i selects output i mod k
-                img = self.generator(onehot, seeds=list(seeds) if seeds is not None else None)
+                img = self.generator(onehot, seeds=list(seeds[s:s + batch_size]))
             elif self.z_dim == 0:
                 img = self.generator(onehot)
             elif z is not None:
