@@ -9,7 +9,13 @@ official schedule).
 
 from __future__ import annotations
 
-__all__ = ["size_chain"]
+from typing import Mapping
+
+import torch
+
+from semsynth.types import ConfigError
+
+__all__ = ["size_chain", "check_label_input", "upsampling_stages"]
 
 
 def size_chain(size: int, doublings: int) -> list[int]:
@@ -27,3 +33,35 @@ def size_chain(size: int, doublings: int) -> list[int]:
     for _ in range(doublings):
         chain.append(-(-chain[-1] // 2))
     return chain[::-1]
+
+
+def check_label_input(label_onehot: torch.Tensor, semantic_nc: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """Check a generator's one-hot input against the size it was built for.
+
+    Args:
+        label_onehot: ``(N, C, H, W)``.
+        semantic_nc, height, width: what the generator expects.
+
+    Returns:
+        ``(N, C, H, W)``.
+
+    Raises:
+        ValueError: other channels or another size (both named).
+    """
+    n, c, h, w = label_onehot.shape
+    if c != semantic_nc:
+        raise ValueError(f"label map has {c} one-hot channels, generator expects {semantic_nc}")
+    if (h, w) != (height, width):
+        raise ValueError(f"label map is {h}x{w}, generator was built for {height}x{width}")
+    return n, c, h, w
+
+
+def upsampling_stages(mode: str, table: Mapping[str, int], key: str = "model.generator.num_upsampling_layers") -> int:
+    """The number of ×2 stages of a SPADE-style ``num_upsampling_layers`` mode.
+
+    Raises:
+        ConfigError: a mode not in ``table`` (names ``key`` and the known modes).
+    """
+    if mode not in table:
+        raise ConfigError(f"{key}: {mode!r} is not one of {list(table)}")
+    return table[mode]

@@ -43,9 +43,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
-from semsynth.nn.sizes import size_chain
+from semsynth.nn.sizes import check_label_input, size_chain, upsampling_stages
 from semsynth.nn.spade import SPADE, maybe_spectral_norm
-from semsynth.types import ConfigError
 
 __all__ = ["CCFPSEGeneratorConfig", "CCFPSEGenerator", "ConditionalConvBlock", "LabelPyramid",
            "conditional_depthwise_conv"]
@@ -204,14 +203,11 @@ class CCFPSEGenerator(nn.Module):
 
     def __init__(self, cfg: CCFPSEGeneratorConfig, semantic_nc: int, height: int, width: int) -> None:
         super().__init__()
-        if cfg.num_upsampling_layers not in UPSAMPLING_LAYERS:
-            raise ConfigError(f"model.generator.num_upsampling_layers: {cfg.num_upsampling_layers!r} is not one of "
-                              f"{list(UPSAMPLING_LAYERS)}")
         self.cfg = cfg
         self.semantic_nc = semantic_nc
         self.height, self.width = height, width
         mode = cfg.num_upsampling_layers
-        k = UPSAMPLING_LAYERS[mode]
+        k = upsampling_stages(mode, UPSAMPLING_LAYERS)
         self.sizes = list(zip(size_chain(height, k), size_chain(width, k)))
         nf = cfg.ngf
         self.fc = nn.Conv2d(semantic_nc, 16 * nf, 3, padding=1)
@@ -238,11 +234,7 @@ class CCFPSEGenerator(nn.Module):
         Raises:
             ValueError: wrong channels or size, or a ``z`` given.
         """
-        n, c, h, w = label_onehot.shape
-        if c != self.semantic_nc:
-            raise ValueError(f"label map has {c} one-hot channels, generator expects {self.semantic_nc}")
-        if (h, w) != (self.height, self.width):
-            raise ValueError(f"label map is {h}x{w}, generator was built for {self.height}x{self.width}")
+        n, c, h, w = check_label_input(label_onehot, self.semantic_nc, self.height, self.width)
         if z is not None:
             raise ValueError("this CC-FPSE generator takes no noise (the official build without --use_vae)")
         levels = self.pyramid(label_onehot)

@@ -29,7 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from semsynth.nn.sizes import size_chain
+from semsynth.nn.sizes import check_label_input, size_chain
 from semsynth.types import ConfigError
 
 __all__ = ["CRNGeneratorConfig", "CRNGenerator", "RefinementModule"]
@@ -131,11 +131,7 @@ class CRNGenerator(nn.Module):
         Raises:
             ValueError: wrong channels or size.
         """
-        n, c, h, w = label_onehot.shape
-        if c != self.semantic_nc:
-            raise ValueError(f"label map has {c} one-hot channels, generator expects {self.semantic_nc}")
-        if (h, w) != (self.height, self.width):
-            raise ValueError(f"label map is {h}x{w}, generator was built for {self.height}x{self.width}")
+        n, c, h, w = check_label_input(label_onehot, self.semantic_nc, self.height, self.width)
         x = None
         for size, module in zip(self.sizes, self.refine):
             lab = label_onehot if size == (h, w) else F.interpolate(label_onehot, size=size, mode="area")

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from semsynth.nn.sizes import check_label_input
 from semsynth.nn.spade import SPADEResBlock
 from semsynth.noise import expand_noise, resolve_noise
 
@@ -97,11 +98,7 @@ class OASISGenerator(nn.Module):
         Raises:
             ValueError: wrong channel count or size, or noise of the wrong shape.
         """
-        n, c, h, w = label_onehot.shape
-        if c != self.semantic_nc:
-            raise ValueError(f"label map has {c} one-hot channels, generator expects {self.semantic_nc}")
-        if (h, w) != (self.height, self.width):
-            raise ValueError(f"label map is {h}x{w}, generator was built for {self.height}x{self.width}")
+        n, c, h, w = check_label_input(label_onehot, self.semantic_nc, self.height, self.width)
         cond = label_onehot
         if self.z_dim > 0:
             z = resolve_noise(z, seeds, n, self.z_dim, label_onehot.device)

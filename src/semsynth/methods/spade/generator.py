@@ -46,7 +46,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from semsynth.nn.norm import normed_conv
-from semsynth.nn.sizes import size_chain
+from semsynth.nn.sizes import check_label_input, size_chain, upsampling_stages
 from semsynth.nn.spade import SPADEResBlock
 from semsynth.noise import resolve_noise
 from semsynth.types import ConfigError
@@ -160,15 +160,12 @@ class SPADEGenerator(nn.Module):
 
     def __init__(self, cfg: SPADEGeneratorConfig, semantic_nc: int, height: int, width: int) -> None:
         super().__init__()
-        if cfg.num_upsampling_layers not in UPSAMPLING_LAYERS:
-            raise ConfigError(f"model.generator.num_upsampling_layers: {cfg.num_upsampling_layers!r} is not one of "
-                              f"{list(UPSAMPLING_LAYERS)}")
         self.cfg = cfg
         self.semantic_nc = semantic_nc
         self.height, self.width = height, width
         self.z_dim = cfg.z_dim if cfg.use_vae else 0
         mode = cfg.num_upsampling_layers
-        k = UPSAMPLING_LAYERS[mode]
+        k = upsampling_stages(mode, UPSAMPLING_LAYERS)
         self.sizes = list(zip(size_chain(height, k), size_chain(width, k)))  # k + 1 resolutions
         nf = cfg.ngf
         if cfg.use_vae:
@@ -219,11 +216,7 @@ class SPADEGenerator(nn.Module):
             ValueError: wrong channels or size; a latent that is not ``(N, z_dim)`` (e.g. a
                 spatial noise map: SPADE's latent is one vector per image).
         """
-        n, c, h, w = label_onehot.shape
-        if c != self.semantic_nc:
-            raise ValueError(f"label map has {c} one-hot channels, generator expects {self.semantic_nc}")
-        if (h, w) != (self.height, self.width):
-            raise ValueError(f"label map is {h}x{w}, generator was built for {self.height}x{self.width}")
+        n, c, h, w = check_label_input(label_onehot, self.semantic_nc, self.height, self.width)
         h0, w0 = self.sizes[0]
         if self.encoder is not None:
             z = resolve_noise(z, seeds, n, self.z_dim, label_onehot.device)
