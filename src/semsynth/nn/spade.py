@@ -42,11 +42,18 @@ class SPADE(nn.Module):
         self.gamma = nn.Conv2d(hidden, norm_nc, kernel_size, padding=pad)
         self.beta = nn.Conv2d(hidden, norm_nc, kernel_size, padding=pad)
 
-    def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, cond) -> torch.Tensor:
+        """``cond``: a tensor, or a :class:`semsynth.nn.spade_fast.FactoredCond` (OASIS
+        inference: the noise channels factored out; the same result up to float rounding)."""
         normalized = self.norm(x)
-        if cond.shape[-2:] != x.shape[-2:]:
-            cond = F.interpolate(cond, size=x.shape[-2:], mode="nearest")
-        act = self.shared(cond)
+        if isinstance(cond, torch.Tensor):
+            if cond.shape[-2:] != x.shape[-2:]:
+                cond = F.interpolate(cond, size=x.shape[-2:], mode="nearest")
+            act = self.shared(cond)
+        else:
+            from semsynth.nn.spade_fast import shared_conv
+
+            act = F.relu(shared_conv(self.shared[0], cond.resized(tuple(x.shape[-2:]))))
         return normalized * (1 + self.gamma(act)) + self.beta(act)
 
 

@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from semsynth.nn.sizes import check_label_input
+from semsynth.nn.spade_fast import factor_noise, shared_conv
 from semsynth.nn.spade import SPADEResBlock
 from semsynth.noise import expand_noise, resolve_noise
 
@@ -81,6 +82,10 @@ class OASISGenerator(nn.Module):
         )
         self.conv_img = nn.Conv2d(cfg.channels[-1], 3, 3, padding=1)
 
+    #: eval mode: factor piecewise-constant noise out of the SPADE convs (set False on an
+    #: instance for the dense computation, e.g. ``benchmarks/sample.py --dense``).
+    factored_inference = True
+
     def forward(self, label_onehot: torch.Tensor, z: torch.Tensor | None = None,
                 seeds: Sequence[int] | None = None) -> torch.Tensor:
         """Generate images.
@@ -95,6 +100,10 @@ class OASISGenerator(nn.Module):
         Returns:
             ``(N, 3, H, W)`` float in [-1, 1].
 
+        In eval mode a noise map with at most 4 distinct vectors per image (global noise,
+        local re-sampling) is factored out of every SPADE conv (:mod:`semsynth.nn.spade_fast`):
+        the same images up to float rounding, faster.
+
         Raises:
             ValueError: wrong channel count or size, or noise of the wrong shape.
         """
@@ -104,8 +113,18 @@ class OASISGenerator(nn.Module):
             z = resolve_noise(z, seeds, n, self.z_dim, label_onehot.device)
             if z.shape[0] != n or z.shape[1] != self.z_dim:
                 raise ValueError(f"noise {tuple(z.shape)} does not match batch {n} and z_dim {self.z_dim}")
-            cond = torch.cat([expand_noise(z.to(label_onehot.dtype), h, w), label_onehot], dim=1)
+            z = z.to(label_onehot.dtype)
+            factored = None if self.training or not self.factored_inference else factor_noise(z if z.dim() == 2 else expand_noise(z, h, w),
+                                                               label_onehot)
+            if factored is not None:  # inference: the noise channels factored out (nn/spade_fast.py)
+                cond = factored
+                x = shared_conv(self.fc, factored.resized(self.init_size))
+                return self._body(x, cond)
+            cond = torch.cat([expand_noise(z, h, w), label_onehot], dim=1)
         x = self.fc(F.interpolate(cond, size=self.init_size, mode="nearest"))
+        return self._body(x, cond)
+
+    def _body(self, x: torch.Tensor, cond) -> torch.Tensor:
         for i, block in enumerate(self.body):
             x = block(x, cond)
             if i < len(self.body) - 1:
