@@ -198,6 +198,15 @@ def cmd_data_check(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_serve(args: argparse.Namespace) -> int:
+    """``semsynth serve CHECKPOINT_OR_EXPORT [--host H] [--port P] [--device D]`` (blocks)."""
+    from semsynth.train.loop import select_device
+    from semsynth.web.app import serve
+
+    serve(args.checkpoint, args.host, args.port, str(select_device(args.device)))
+    return 0
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """``semsynth export CHECKPOINT --out DIR [--max-shard-mb M] [--raw] [--half]``."""
     from semsynth.export import export_generator
@@ -274,6 +283,13 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--which", default="latest", help="checkpoint prefix in a folder: latest, best or an iteration")
     o.add_argument("--z-dim", type=int, default=64, help="noise channels of the checkpoint (0 for --no_3dnoise)")
     o.set_defaults(func=cmd_import_official)
+
+    w = sub.add_parser("serve", help="a web editor: paint a label map, generate and re-roll images")
+    w.add_argument("checkpoint", help="a training checkpoint (.pt) or an export folder")
+    w.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface, no login!)")
+    w.add_argument("--port", type=int, default=7860)
+    w.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
+    w.set_defaults(func=cmd_serve)
 
     from semsynth.eval import cli as eval_cli
 

@@ -1,0 +1,268 @@
+"""The web editor's logic, independent of the web framework (tested without a browser).
+
+A :class:`LabelEditor` wraps one :class:`semsynth.sample.sampler.Sampler` — the same object
+that serves ``semsynth sample`` and the metrics — and turns what the page holds (a label map,
+a painted picture of it, an uploaded file, a brushed region) into label maps and images:
+
+* label maps come from the checkpoint's val split (when its dataset is present), an uploaded
+  PNG/JPEG (ids in a grey/palette PNG, or class colours), or a blank canvas of one class;
+* painted pictures are read back by comparing them with the picture of the previous label map:
+  unchanged pixels keep their label (so an eraser restores it), changed pixels take the class
+  of the nearest brush colour;
+* Generate: ``k`` images for seeds ``s … s + k − 1``, as ``semsynth sample --seeds s-(s+k-1)``;
+* Re-roll: :meth:`Sampler.resample_region` for a class or a brushed region.
+
+Every bad input raises :class:`semsynth.types.DataError` with a message for the page.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from semsynth.labels import colorize, to_uint8_image
+from semsynth.sample.sampler import Sampler
+from semsynth.types import DataError
+
+__all__ = ["LabelEditor", "Generation", "distinct_palette", "MAX_UPLOAD_BYTES", "MAX_UPLOAD_SIDE"]
+
+MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_UPLOAD_SIDE = 4096
+MAX_IMAGES = 16
+
+
+def distinct_palette(palette) -> list[tuple[int, int, int]]:
+    """The palette with repeated colours moved to the nearest unused colour (Cityscapes gives
+    five void classes black): a brush colour must name one class.
+
+    Returns:
+        One distinct RGB triple per class, equal to the input where it was already distinct.
+    """
+    out: list[tuple[int, int, int]] = []
+    used: set[tuple[int, int, int]] = set()
+    for rgb in palette:
+        c = tuple(int(v) for v in rgb)
+        step = 0
+        while c in used:
+            step += 1
+            c = tuple(int(min(255, max(0, v + (step if i == step % 3 else 0) * 7))) for i, v in enumerate(rgb))
+        used.add(c)
+        out.append(c)
+    return out
+
+
+@dataclass(frozen=True)
+class Generation:
+    """Images of one Generate or Re-roll: ``images`` ``(K, H, W, 3)`` uint8, the ``seeds``,
+    the wall time in ``seconds`` and the ``command`` that reproduces them (``None`` for a
+    brushed region, which the CLI takes as a mask file)."""
+
+    images: np.ndarray
+    seeds: list[int]
+    seconds: float
+    command: str | None
+
+
+class LabelEditor:
+    """Label maps and images for the web editor.
+
+    Args:
+        sampler: the checkpoint's sampler.
+        checkpoint: its path (shown in reproduce commands).
+        val: a dataset with ``names`` and ``load_label(i)`` (the val split), or ``None``.
+    """
+
+    def __init__(self, sampler: Sampler, checkpoint: str, val=None) -> None:
+        self.sampler = sampler
+        self.checkpoint = str(checkpoint)
+        self.val = val
+        self.info = sampler.info
+        self.palette = distinct_palette(self.info.palette)
+        self._lut = {(r << 16) | (g << 8) | b: i for i, (r, g, b) in enumerate(self.palette)}
+
+    # ---------------------------------------------------------------- label maps
+    @property
+    def val_names(self) -> list[str]:
+        """Names of the val label maps (empty without the dataset)."""
+        return list(self.val.names) if self.val is not None else []
+
+    def from_val(self, name: str) -> np.ndarray:
+        """The val label map ``name`` at the generator's size, ``(H, W)`` int64.
+
+        Raises:
+            DataError: an unknown name.
+        """
+        if name not in self.val_names:
+            raise DataError(f"no val label map named {name!r}")
+        lab = self.val.load_label(self.val_names.index(name))
+        return self.sampler.prepare_label(lab, name)[0].cpu().numpy()
+
+    def blank(self, class_id: int) -> np.ndarray:
+        """A canvas filled with one class.
+
+        Raises:
+            DataError: a class id outside the label space.
+        """
+        if not 0 <= int(class_id) < self.info.semantic_nc:
+            raise DataError(f"class id {class_id} is not in 0-{self.info.semantic_nc - 1}")
+        return np.full((self.sampler.height, self.sampler.width), int(class_id), dtype=np.int64)
+
+    def from_upload(self, path: str | os.PathLike) -> np.ndarray:
+        """An uploaded label picture → ``(H, W)`` int64 at the generator's size.
+
+        Accepted: PNG or JPEG up to 20 MB and 4096×4096; a grey or palette PNG holds ids; an RGB
+        picture whose three channels are equal holds ids too; any other RGB picture holds class
+        colours (the legend's), which must all be class colours.
+
+        Raises:
+            DataError: too large, not a PNG/JPEG, unreadable, ids outside the label space, or
+                colours that are not class colours (names the file and the values).
+        """
+        from PIL import Image
+
+        p = Path(path)
+        name = p.name
+        size = p.stat().st_size
+        if size > MAX_UPLOAD_BYTES:
+            raise DataError(f"{name}: {size / 2**20:.1f} MB is larger than the 20 MB limit")
+        data = p.read_bytes()
+        try:
+            with Image.open(io.BytesIO(data)) as im:
+                fmt = im.format
+                if fmt not in ("PNG", "JPEG"):
+                    raise DataError(f"{name}: a {fmt or 'unknown'} file; upload a PNG or JPEG label map")
+                if max(im.size) > MAX_UPLOAD_SIDE:
+                    raise DataError(f"{name}: {im.size[0]}x{im.size[1]} is larger than {MAX_UPLOAD_SIDE}x{MAX_UPLOAD_SIDE}")
+                im.load()
+                mode = im.mode
+                arr = np.asarray(im if mode in ("L", "P", "I", "I;16") else im.convert("RGB"))
+        except DataError:
+            raise
+        except Image.UnidentifiedImageError:
+            raise DataError(f"{name}: not an image; upload a PNG or JPEG label map") from None
+        except (OSError, ValueError, Image.DecompressionBombError) as exc:
+            raise DataError(f"{name}: not a readable PNG/JPEG image ({exc})") from None
+        if arr.ndim == 3 and (np.array_equal(arr[..., 0], arr[..., 1]) and np.array_equal(arr[..., 1], arr[..., 2])):
+            arr = arr[..., 0]
+        if arr.ndim == 2:
+            lab = arr.astype(np.int64)
+        else:
+            code = (arr[..., 0].astype(np.int64) << 16) | (arr[..., 1].astype(np.int64) << 8) | arr[..., 2]
+            uniq, inv = np.unique(code, return_inverse=True)
+            ids = np.array([self._lut.get(int(c), -1) for c in uniq])
+            if (ids < 0).any():
+                bad = [f"({c >> 16},{(c >> 8) & 255},{c & 255})" for c in uniq[ids < 0][:5]]
+                raise DataError(f"{name}: colours {', '.join(bad)} are not class colours of {self.info.name} "
+                                "(see the legend; or upload an id PNG)")
+            lab = ids[inv].reshape(code.shape)
+        return self.sampler.prepare_label(lab, name)[0].cpu().numpy()
+
+    # ------------------------------------------------------------- painting
+    def picture(self, label: np.ndarray) -> np.ndarray:
+        """The label map in brush colours, ``(H, W, 3)`` uint8."""
+        return colorize(label, self.palette)
+
+    def from_painting(self, painted: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        """Read a painted picture of ``previous`` back into ids.
+
+        Args:
+            painted: ``(H, W, 3|4)`` uint8 (alpha ignored), the editor's composite.
+            previous: ``(H, W)`` int64, the label map that was shown.
+
+        Returns:
+            ``(H, W)`` int64: ``previous`` where the picture is unchanged, elsewhere the class of
+            the nearest brush colour (anti-aliased stroke edges snap to a class).
+
+        Raises:
+            DataError: a picture of another size.
+        """
+        rgb = np.asarray(painted)[..., :3].astype(np.int64)
+        if rgb.shape[:2] != previous.shape:
+            raise DataError(f"the painted picture is {rgb.shape[1]}x{rgb.shape[0]}, the label map "
+                            f"{previous.shape[1]}x{previous.shape[0]}")
+        changed = (rgb != self.picture(previous)).any(-1)
+        out = previous.copy()
+        if changed.any():
+            pal = np.asarray(self.palette, dtype=np.int64)
+            px = rgb[changed]
+            d = ((px[:, None, :] - pal[None]) ** 2).sum(-1)
+            out[changed] = d.argmin(1)
+        return out
+
+    # ------------------------------------------------------------- images
+    def _check_seeds(self, first_seed: int, k: int) -> list[int]:
+        if not 1 <= int(k) <= MAX_IMAGES:
+            raise DataError(f"k must be 1-{MAX_IMAGES}, got {k}")
+        if int(first_seed) < 0:
+            raise DataError(f"seeds must be >= 0, got {first_seed}")
+        return list(range(int(first_seed), int(first_seed) + int(k)))
+
+    def generate(self, label: np.ndarray, first_seed: int, k: int) -> Generation:
+        """``k`` images of ``label`` for seeds ``first_seed …`` (one image for a generator
+        without noise and a single output).
+
+        Raises:
+            DataError: bad ``k``, negative seed, or ids outside the label space.
+        """
+        seeds = self._check_seeds(first_seed, k)
+        if self.sampler.z_dim == 0 and self.sampler.num_outputs == 1:
+            seeds = seeds[:1]
+        lab = self.sampler.prepare_label(label, "<page>")
+        t = time.perf_counter()
+        imgs = self.sampler.sample_many(lab, seeds, batch_size=1)  # fastest per image on a CPU; same pixels as the CLI
+        dt = time.perf_counter() - t
+        rng = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
+        cmd = f"semsynth sample {self.checkpoint} --labels LABEL.png --seeds {rng}"
+        return Generation(to_uint8_image(imgs), seeds, dt, cmd)
+
+    def reroll(self, label: np.ndarray, base_seed: int, first_seed: int, k: int,
+               class_id: int | None = None, mask: np.ndarray | None = None) -> Generation:
+        """Re-sample the noise of a class or a brushed region (``mask``; both: the
+        intersection); elsewhere the noise of ``base_seed``.
+
+        Raises:
+            DataError: a generator that cannot re-sample locally (the reason), neither region
+                given, an empty region, bad seeds or ids.
+        """
+        why = self.sampler.local_resampling_unavailable()
+        if why:
+            raise DataError(why)
+        seeds = self._check_seeds(first_seed, k)
+        if int(base_seed) < 0:
+            raise DataError(f"seeds must be >= 0, got {base_seed}")
+        lab = self.sampler.prepare_label(label, "<page>")
+        region = self.sampler.region(lab[0], class_id, mask, source="<page>")
+        if not bool(region.any()):
+            raise DataError("the region to re-roll is empty (that class is not in the label map, or nothing was brushed)")
+        t = time.perf_counter()
+        imgs = self.sampler.resample_region(lab, region, int(base_seed), seeds, batch_size=1)
+        dt = time.perf_counter() - t
+        cmd = None
+        if class_id is not None and mask is None:
+            cmd = (f"semsynth sample {self.checkpoint} --labels LABEL.png --base-seed {int(base_seed)} "
+                   f"--resample-class {int(class_id)} --seeds {seeds[0]}-{seeds[-1]}")
+        return Generation(to_uint8_image(imgs), seeds, dt, cmd)
+
+    def label_png(self, label: np.ndarray, path: str | os.PathLike) -> Path:
+        """Write ``label`` as an id PNG (8-bit grey, or 16-bit above 256 classes)."""
+        from semsynth.imageio import save_png
+
+        arr = np.asarray(label)
+        arr = arr.astype(np.uint8) if self.info.semantic_nc <= 256 else arr.astype(np.uint16)
+        save_png(Path(path), arr)
+        return Path(path)
+
+
+def load_val(config) -> object | None:
+    """The val split of a run's dataset for the label-map picker, or ``None`` if absent."""
+    from semsynth.data import build_dataset
+
+    try:
+        return build_dataset(config.data, config.data.val_split, train=False)
+    except Exception:  # noqa: BLE001 — the dataset is optional for the editor
+        return None

@@ -1,0 +1,278 @@
+"""``semsynth serve``: the editor's logic, the page's API through ``gradio_client`` (a real
+client), and the page itself in a real headless Chromium driven by Playwright.
+
+The browser test needs Debian's ``chromium`` (``apt-get install chromium``; browsers cannot be
+downloaded here). Without it the test skips with that instruction, unless
+``SEMSYNTH_REQUIRE_BROWSER=1`` (set by ``.ci/run``), which makes its absence a failure."""
+
+import io
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from semsynth.cli import main
+from semsynth.sample.sampler import Sampler, read_label_png
+from semsynth.types import DataError
+from semsynth.web.editor import LabelEditor, distinct_palette, load_val
+
+ROOT = Path(__file__).resolve().parents[1]
+VAL_LABELS = ROOT / ".." / "shared" / "datasets" / "camvid" / "valannot"
+LABEL = VAL_LABELS / "0016E5_07959.png"
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory):
+    out = tmp_path_factory.mktemp("oasis_web")
+    assert main(["train", str(ROOT / "configs" / "oasis" / "tiny.yaml"), "--out", str(out), "--no-progress",
+                 "--set", "train.max_steps=4"]) == 0
+    return out / "checkpoints" / "latest.pt"
+
+
+@pytest.fixture(scope="module")
+def editor(ckpt):
+    sampler = Sampler.from_checkpoint(ckpt)
+    return LabelEditor(sampler, str(ckpt), load_val(sampler.config))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def server(editor):
+    from semsynth.web.app import build_app
+
+    port = _free_port()
+    demo = build_app(editor)
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True, show_error=True)
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+# ------------------------------------------------------------------------ no web stack
+
+
+def test_import_semsynth_does_not_import_the_web_stack():
+    code = "import sys, semsynth, semsynth.cli, semsynth.sample.sampler; print('gradio' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_distinct_palette_gives_every_class_its_own_brush_colour():
+    from semsynth.data.cityscapes import INFO
+
+    pal = distinct_palette(INFO.palette)
+    assert len(set(pal)) == len(pal) == 34
+    # colours that were distinct are kept
+    assert pal[26] == INFO.palette[26] and pal[0] == INFO.palette[0]
+
+
+def test_painting_is_read_back_with_unchanged_pixels_keeping_their_label(editor):
+    lab = editor.from_val(editor.val_names[0])
+    pic = editor.picture(lab)
+    assert np.array_equal(editor.from_painting(pic, lab), lab)              # nothing painted (or erased)
+    painted = pic.copy()
+    car = editor.palette[8]
+    painted[10:20, 5:30] = car
+    painted[21, 5:30] = (np.array(car) + 3).clip(0, 255)                    # an anti-aliased edge
+    got = editor.from_painting(np.dstack([painted, np.full(lab.shape, 255, np.uint8)]), lab)
+    assert (got[10:20, 5:30] == 8).all() and (got[21, 5:30] == 8).all()
+    outside = np.ones(lab.shape, bool)
+    outside[10:20, 5:30] = False
+    outside[21, 5:30] = False
+    assert np.array_equal(got[outside], lab[outside])
+    with pytest.raises(DataError, match="painted picture"):
+        editor.from_painting(painted[:-1], lab)
+
+
+def test_uploads_are_checked_with_messages(editor, tmp_path):
+    h, w = editor.sampler.height, editor.sampler.width
+    ids = editor.from_upload(LABEL)
+    assert ids.shape == (h, w) and np.array_equal(ids, editor.sampler.prepare_label(read_label_png(LABEL, editor.info))[0].numpy())
+    colour = tmp_path / "colour.png"
+    Image.fromarray(editor.picture(ids)).save(colour)
+    assert np.array_equal(editor.from_upload(colour), ids)                  # class colours → the same ids
+    bad = editor.picture(ids)
+    bad[0, 0] = (1, 2, 3)
+    Image.fromarray(bad).save(tmp_path / "badcolour.png")
+    with pytest.raises(DataError, match=r"badcolour.png: colours \(1,2,3\) are not class colours"):
+        editor.from_upload(tmp_path / "badcolour.png")
+    Image.fromarray(np.full((8, 8), 40, np.uint8)).save(tmp_path / "ids.png")
+    with pytest.raises(DataError, match=r"ids.png: label ids \[40\]"):
+        editor.from_upload(tmp_path / "ids.png")
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(DataError, match="notes.png: not an image"):
+        editor.from_upload(tmp_path / "notes.png")
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "x.gif")
+    with pytest.raises(DataError, match="a GIF file"):
+        editor.from_upload(tmp_path / "x.gif")
+    Image.fromarray(np.zeros((1, 4097), np.uint8)).save(tmp_path / "wide.png")
+    with pytest.raises(DataError, match="4097x1 is larger than 4096x4096"):
+        editor.from_upload(tmp_path / "wide.png")
+    big = tmp_path / "big.png"
+    big.write_bytes(b"\x89PNG" + b"\0" * (20 * 1024 * 1024 + 1))
+    with pytest.raises(DataError, match="larger than the 20 MB limit"):
+        editor.from_upload(big)
+
+
+def test_generate_and_reroll_use_the_sampler(editor):
+    lab = editor.from_val(editor.val_names[0])
+    gen = editor.generate(lab, 5, 3)
+    assert gen.seeds == [5, 6, 7] and gen.images.shape == (3, editor.sampler.height, editor.sampler.width, 3)
+    assert "--seeds 5-7" in gen.command and gen.seconds > 0
+    rr = editor.reroll(lab, base_seed=5, first_seed=9, k=2, class_id=0)
+    assert rr.seeds == [9, 10] and "--resample-class 0" in rr.command
+    sky = lab == 0
+    diff = np.abs(rr.images[0].astype(int) - gen.images[0].astype(int)).sum(-1)   # base seed 5 = gen seed 5
+    assert diff[sky].mean() > diff[~sky].mean()
+    with pytest.raises(DataError, match="empty"):
+        editor.reroll(editor.blank(3), 0, 1, 1, class_id=0)
+    with pytest.raises(DataError, match="k must be"):
+        editor.generate(lab, 0, 0)
+
+
+# ------------------------------------------------------------------------ real client
+
+
+def test_client_generate_gives_the_pixels_of_semsynth_sample(server, ckpt, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(server, verbose=False)
+    files = client.predict(handle_file(str(LABEL)), 3, 2, api_name="/generate_label")
+    assert [Path(f).name for f in files] == ["seed3.png", "seed4.png"]
+    assert main(["sample", str(ckpt), "--labels", str(LABEL), "--seeds", "3-4", "--out", str(tmp_path / "cli"),
+                 "--device", "cpu"]) == 0
+    for f, s in zip(files, (3, 4)):
+        assert np.array_equal(np.asarray(Image.open(f)), np.asarray(Image.open(tmp_path / "cli" / f"{LABEL.stem}_seed{s}.png")))
+    # a bad upload is an error message, and the server keeps serving
+    (tmp_path / "notes.png").write_text("not an image")
+    with pytest.raises(Exception, match="not an image"):
+        client.predict(handle_file(str(tmp_path / "notes.png")), 0, 1, api_name="/generate_label")
+    assert len(client.predict(handle_file(str(LABEL)), 0, 1, api_name="/generate_label")) == 1
+
+
+# ------------------------------------------------------------------------ real browser
+
+
+def _need_browser():
+    if not Path(CHROMIUM).exists():
+        msg = "headless Chromium not found at /usr/bin/chromium: install it with `apt-get install chromium`"
+        if os.environ.get("SEMSYNTH_REQUIRE_BROWSER") == "1":
+            pytest.fail(msg + " (SEMSYNTH_REQUIRE_BROWSER=1)")
+        pytest.skip(msg)
+
+
+def _fetch(page, url) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(page.request.get(url).body())).convert("RGB"))
+
+
+def _gallery(page) -> list[np.ndarray]:
+    return [_fetch(page, u) for u in page.locator("#images img").evaluate_all("els => els.map(e => e.src)")]
+
+
+def _click_and_wait(page, button, word, timeout=60):
+    """Click ``button`` and wait until the gallery shows new images and the status ``word``;
+    an error message on the page fails the test with its text."""
+    def srcs():
+        return page.locator("#images img").evaluate_all("els => els.map(e => e.src)")
+
+    before = srcs()
+    old_errors = page.locator(".toast-body").all_inner_texts()
+    page.locator(f"#{button}").click()
+    end = time.time() + timeout
+    while time.time() < end:
+        now = srcs()
+        if word in page.locator("#status").inner_text() and now and now != before:
+            time.sleep(0.3)  # the other outputs of the same event
+            return
+        errors = page.locator(".toast-body").all_inner_texts()[len(old_errors):]
+        if errors:
+            raise AssertionError(f"the page shows an error: {errors}")
+        time.sleep(0.2)
+    page.screenshot(path="/tmp/semsynth_web_timeout.png", full_page=True)
+    raise AssertionError(f"status never showed a new {word!r}: {page.locator('#status').inner_text()!r}")
+
+
+def _pick(page, elem_id, text):
+    box = page.locator(f"#{elem_id} input")
+    box.click()
+    box.fill(text)
+    page.keyboard.press("Enter")
+    time.sleep(0.5)
+
+
+def test_browser_paint_generate_reroll_and_bad_upload(server, editor, tmp_path):
+    _need_browser()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1100})
+        page.goto(server)
+        page.wait_for_selector("#canvas canvas", timeout=60_000)
+        # pick a val label map (the second one) and generate it unpainted
+        name = editor.val_names[1]
+        _pick(page, "val-pick", name)
+        page.locator("#k input[type=number]").fill("2")
+        page.locator("#k input[type=number]").press("Enter")
+        _click_and_wait(page, "generate", "Generate")
+        before = _gallery(page)
+        label_before = _fetch(page, page.locator("#label-file a").first.get_attribute("href"))
+        want = editor.from_val(name).astype(np.uint8)
+        bad = label_before[..., 0] != want
+        assert not bad.any(), (bad.sum(), np.argwhere(bad)[:5], label_before[..., 0][bad][:10], want[bad][:10])
+        # paint a stroke of "8 Car" across the middle, generate again
+        _pick(page, "brush-class", "8 Car")
+        time.sleep(1.0)
+        page.locator("#canvas button[aria-label=Brush]").click()
+        time.sleep(0.5)
+        box = page.locator("#canvas canvas").first.bounding_box()
+        y = box["y"] + box["height"] * 0.45
+        page.mouse.move(box["x"] + box["width"] * 0.2, y)
+        page.mouse.down()
+        for i in range(1, 21):
+            page.mouse.move(box["x"] + box["width"] * (0.2 + 0.03 * i), y, steps=2)
+        page.mouse.up()
+        time.sleep(0.5)
+        page.screenshot(path=str(tmp_path / "painted.png"))
+        _click_and_wait(page, "generate", "Generate")
+        after = _gallery(page)
+        label_after = _fetch(page, page.locator("#label-file a").first.get_attribute("href"))[..., 0]
+        changed = label_after != label_before[..., 0]
+        assert changed.sum() > 50 and (label_after[changed] == 8).all()
+        diff = np.abs(after[0].astype(int) - before[0].astype(int)).sum(-1)
+        assert diff[changed].mean() > 3 * diff[~changed].mean()
+        # re-roll class 3 (road): pixels far from the road barely change
+        _pick(page, "rr-class", "3 Road")
+        _click_and_wait(page, "reroll", "Re-roll")
+        rerolled = _gallery(page)
+        road = label_after == 3
+        from scipy.ndimage import binary_dilation
+
+        far = ~binary_dilation(road, iterations=6)
+        d = np.abs(rerolled[1].astype(int) - after[0].astype(int)).sum(-1)   # region: seed 1; base: seed 0
+        assert d[road].mean() > 3 * max(d[far].mean(), 0.5)
+        page.screenshot(path=str(tmp_path / "editor.png"), full_page=True)
+        artefacts = os.environ.get("SEMSYNTH_TEST_ARTIFACTS")
+        if artefacts:
+            Path(artefacts).mkdir(parents=True, exist_ok=True)
+            shutil.copy(tmp_path / "editor.png", Path(artefacts) / "editor.png")
+        # a bad upload: the page shows the message and the server keeps answering
+        (tmp_path / "notes.png").write_text("not an image")
+        page.locator("#upload input[type=file]").set_input_files(str(tmp_path / "notes.png"))
+        page.wait_for_selector("text=not an image", timeout=30_000)
+        page.locator("#seed0 input").fill("7")
+        _click_and_wait(page, "generate", "seeds 7")
+        browser.close()
