@@ -91,7 +91,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise SemsynthError("--resume-from-last-good needs --resume")
     trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress, evaluator=evaluator,
                       resume_from_last_good=args.resume_from_last_good)
-    result = trainer.run()
+    try:
+        result = trainer.run()
+    finally:
+        trainer.close()
+    if not trainer.main:  # one report per job, from rank 0
+        return 0
     print(json.dumps({"out": str(result.out_dir), "step": result.step, "images_seen": result.images_seen,
                       "seconds": round(result.elapsed_seconds, 1), "stop_reason": result.stop_reason}))
     if result.stop_reason in ("SIGTERM", "SIGINT"):

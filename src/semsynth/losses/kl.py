@@ -26,15 +26,22 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
     return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
 
 
-def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,
+                   shard=None) -> torch.Tensor:
     """``z = mu + ε · exp(½ logvar)``, ε ~ N(0, I) drawn on the CPU from ``generator``.
 
     Args:
         mu, logvar: ``(N, z_dim)``.
         generator: CPU RNG (the training run's; checkpointed, so resumes are exact).
+        shard: a :class:`semsynth.batch_shard.BatchShard` when ``mu`` is this process's
+            slice of a global batch: ε is drawn for the global batch and sliced (the same ε
+            per image whatever the number of processes); ``None`` = one process.
 
     Returns:
         ``(N, z_dim)`` on ``mu``'s device and dtype.
     """
-    eps = torch.randn(mu.shape, generator=generator).to(mu.device, mu.dtype)
+    if shard is not None:
+        eps = shard.randn(generator, *mu.shape[1:]).to(mu.device, mu.dtype)
+    else:
+        eps = torch.randn(mu.shape, generator=generator).to(mu.device, mu.dtype)
     return mu + eps * torch.exp(0.5 * logvar)

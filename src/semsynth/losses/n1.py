@@ -15,6 +15,12 @@ Schönfeld et al., ICLR 2021, Eq. (1)-(4) and the official ``losses.py``:
   class 1 overwrite class-0 pixels whose bit was 1, a side effect not reproduced here) or drawn per image (``per="image"``); the mix
   ``M·real + (1-M)·fake`` is scored by D and compared (mean squared error) with
   ``M·D(real) + (1-M)·D(fake)``.
+
+Data-parallel training (:class:`semsynth.batch_shard.BatchShard`): the pixel counts ``n_c``,
+``K`` and ``B·H·W`` are those of the global batch (summed over the processes), and the
+LabelMix bits are drawn for the global batch and sliced, so each process computes its share
+of what one process would compute on the whole batch. (The official code, under
+``nn.DataParallel``, balances the classes of each replica's share instead.)
 """
 
 from __future__ import annotations
@@ -22,29 +28,37 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from semsynth.batch_shard import BatchShard
 
-def class_balance_weights(label: torch.Tensor, semantic_nc: int, ignore_index: int | None) -> torch.Tensor:
+
+def class_balance_weights(label: torch.Tensor, semantic_nc: int, ignore_index: int | None,
+                          shard: BatchShard | None = None) -> torch.Tensor:
     """Per-pixel class-balancing weights.
 
     Args:
-        label: ``(B, H, W)`` int64 label ids.
+        label: ``(B, H, W)`` int64 label ids (this process's slice of the batch).
         semantic_nc: number of label ids.
         ignore_index: don't-care id (weight 0), or ``None``.
+        shard: where ``label`` sits in the global batch; ``None`` = ``label`` is the whole
+            batch. With several processes the counts are summed over them (a collective
+            call: every process must call it).
 
     Returns:
-        ``(B, H, W)`` float32: ``B·H·W / (K · n_c)`` at pixels of id ``c``, 0 at don't-care.
+        ``(B, H, W)`` float32: ``B·H·W / (K · n_c)`` at pixels of id ``c``, 0 at don't-care,
+        with ``B·H·W``, ``K`` and ``n_c`` of the global batch.
     """
-    counts = torch.bincount(label.reshape(-1), minlength=semantic_nc).to(torch.float32)
+    shard = shard or BatchShard.whole(label.shape[0], semantic_nc)
+    counts = shard.label_counts(label).clone()
     if ignore_index is not None:
         counts[ignore_index] = 0
     present = counts > 0
     k = present.sum().clamp(min=1).to(torch.float32)
-    coeff = torch.where(present, label.numel() / (k * counts.clamp(min=1)), torch.zeros_like(counts))
+    coeff = torch.where(present, shard.global_numel(label) / (k * counts.clamp(min=1)), torch.zeros_like(counts))
     return coeff[label]
 
 
 def n1_cross_entropy(logits: torch.Tensor, label: torch.Tensor, for_real: bool,
-                     ignore_index: int | None) -> torch.Tensor:
+                     ignore_index: int | None, shard: BatchShard | None = None) -> torch.Tensor:
     """The OASIS (N+1)-class cross-entropy.
 
     Args:
@@ -54,14 +68,17 @@ def n1_cross_entropy(logits: torch.Tensor, label: torch.Tensor, for_real: bool,
             the generator's adversarial loss); False → target 0 ("fake") everywhere, no
             weights.
         ignore_index: don't-care id (weight 0 in the real term).
+        shard: this process's slice of the global batch (class weights of the global
+            batch; see :func:`class_balance_weights`); ``None`` = one process.
 
     Returns:
-        Scalar: mean over all ``B·H·W`` pixels.
+        Scalar: mean over this process's ``B·H·W`` pixels (the mean of the processes'
+        values, which data-parallel gradient averaging takes, is the global batch's mean).
     """
     if for_real:
         target = label + 1
         per_pixel = F.cross_entropy(logits, target, reduction="none")
-        weights = class_balance_weights(label, logits.shape[1] - 1, ignore_index)
+        weights = class_balance_weights(label, logits.shape[1] - 1, ignore_index, shard)
         return (per_pixel * weights).mean()
     target = torch.zeros_like(label)
     return F.cross_entropy(logits, target)
@@ -71,7 +88,7 @@ LABELMIX_MASKS = ("batch", "image")
 
 
 def labelmix_mask(label: torch.Tensor, generator: torch.Generator | None = None,
-                  per: str = "image") -> torch.Tensor:
+                  per: str = "image", shard: BatchShard | None = None) -> torch.Tensor:
     """LabelMix mask: one random bit per label id, per batch or per image.
 
     Args:
@@ -79,6 +96,10 @@ def labelmix_mask(label: torch.Tensor, generator: torch.Generator | None = None,
         generator: RNG for the bits (CPU generator; the training loop owns it).
         per: ``"batch"`` — one bit per id shared by all images (the intent of the official
             OASIS ``generate_labelmix``); ``"image"`` — an independent bit per (image, id).
+        shard: this process's slice of the global batch: the bits are drawn for ids
+            ``0 … max id of the global batch`` and (``per="image"``) for every image of the
+            global batch, then sliced, so they do not depend on the number of processes;
+            ``None`` = one process.
 
     Returns:
         ``(B, 1, H, W)`` float32 in {0, 1}; every pixel of one id in one image (in the whole
@@ -90,10 +111,13 @@ def labelmix_mask(label: torch.Tensor, generator: torch.Generator | None = None,
     if per not in LABELMIX_MASKS:
         raise ValueError(f"labelmix mask granularity must be one of {LABELMIX_MASKS}, got {per!r}")
     b = label.shape[0]
-    nc = int(label.max()) + 1
-    rows = 1 if per == "batch" else b
-    bits = torch.randint(0, 2, (rows, nc), generator=generator).to(label.device, torch.float32)
-    bits = bits.expand(b, nc)
+    shard = shard or BatchShard.whole(b, int(label.max()) + 1)
+    nc = shard.max_label(label) + 1
+    if per == "batch":
+        bits = torch.randint(0, 2, (1, nc), generator=generator)
+    else:
+        bits = shard.randint(generator, 2, nc)
+    bits = bits.to(label.device, torch.float32).expand(b, nc)
     mask = torch.gather(bits, 1, label.reshape(b, -1)).reshape(label.shape)
     return mask[:, None]
 

@@ -13,6 +13,7 @@ from typing import Iterable
 import torch
 import torch.nn as nn
 
+from semsynth.batch_shard import BatchShard
 from semsynth.types import DatasetInfo
 
 
@@ -79,15 +80,22 @@ class Method(nn.Module):
         return float(train_cfg.lr_g if phase == "G" else train_cfg.lr_d)
 
     def phase_losses(self, phase: str, image: torch.Tensor, label: torch.Tensor,
-                     rng: torch.Generator) -> dict[str, torch.Tensor]:
+                     rng: torch.Generator, shard: BatchShard | None = None) -> dict[str, torch.Tensor]:
         """Loss terms of one phase on one batch.
 
         Args:
             phase: one of ``phases``.
-            image: ``(B, 3, H, W)`` float in [-1, 1].
+            image: ``(B, 3, H, W)`` float in [-1, 1] (this process's slice of the batch).
             label: ``(B, H, W)`` int64 label ids.
             rng: CPU generator of the training run for noise and random masks (its state
-                is checkpointed, which makes resumed runs bit-identical on CPU).
+                is checkpointed, which makes resumed runs bit-identical on CPU; it is in the
+                same state in every process of a data-parallel run).
+            shard: where the batch sits in the step's global batch (data-parallel training,
+                :mod:`semsynth.batch_shard`); ``None`` = the whole batch, one process.
+                Per-image random draws go through it (drawn for the global batch, sliced)
+                and so do statistics over the batch; every loss is a mean over this
+                process's images, so that the average over processes that data-parallel
+                training takes of the gradients is the global batch's gradient.
 
         Returns:
             Scalar tensors; key ``"total"`` is back-propagated, the rest are logged.

@@ -11,6 +11,14 @@ permutation per epoch from a generator seeded with ``(seed, epoch)``), augmentat
 item are drawn from ``(seed, epoch, index)``, and all training noise and LabelMix bits come
 from one CPU ``torch.Generator`` whose state is checkpointed. On CPU, ``--resume`` after
 ``k`` steps therefore gives bit-identical weights to an uninterrupted run.
+
+Data parallelism (``torchrun``; :mod:`semsynth.train.distributed`): ``train.batch_size`` is
+the global batch; process ``r`` of ``W`` takes images ``r·B/W … (r+1)·B/W − 1`` of the batch
+one process would take at the same step, draws the noise of the whole global batch from the
+same generator state and keeps its rows (:class:`semsynth.batch_shard.BatchShard`), and each
+phase's gradients are averaged over the processes by DistributedDataParallel. What step
+``s`` trains on is therefore independent of ``W``, checkpoints hold no per-process state,
+and ``--resume`` works with any number of processes. Rank 0 alone writes the run folder.
 """
 
 from __future__ import annotations
@@ -40,6 +48,8 @@ from semsynth.train.checkpoint import (
     capture_rng, checkpoint_config, config_differences, load_checkpoint, restore_rng,
     save_checkpoint,
 )
+from semsynth.batch_shard import BatchShard
+from semsynth.train.distributed import DistContext, init_from_environment, use_sync_batchnorm, wrap_phases
 from semsynth.train.ema import ema_beta, make_ema, refresh_batchnorm, update_ema
 from semsynth.train.runfolder import RunLock, remove_stale_temp_files
 from semsynth.types import ConfigError, DataError, DatasetInfo, SemsynthError
@@ -85,21 +95,34 @@ class StepBatchSampler(TorchSampler):
 
     Step ``s`` takes batch ``s mod (n // B)`` of epoch ``s // (n // B)``, whose permutation
     comes from a generator seeded with ``seed · 1_000_003 + epoch``; the last incomplete
-    batch of an epoch is dropped.
+    batch of an epoch is dropped. With ``world_size`` W > 1 (data-parallel training),
+    process ``rank`` takes items ``rank·B/W … (rank+1)·B/W − 1`` of that global batch.
+
+    Raises:
+        ConfigError: ``batch_size`` larger than the dataset, or not divisible by W.
     """
 
-    def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0) -> None:
+    def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0,
+                 rank: int = 0, world_size: int = 1) -> None:
         if n < batch_size:
             raise ConfigError(f"batch size {batch_size} is larger than the dataset ({n} pairs)")
+        if batch_size % world_size:
+            raise ConfigError(f"train.batch_size {batch_size} is not divisible by the {world_size} processes")
         self.n, self.b, self.seed, self.start = n, batch_size, seed, start_step
+        self.rank, self.world = rank, world_size
 
-    def batch(self, step: int) -> list[int]:
-        """The virtual indices (``epoch · n + i``) of the batch of ``step``."""
+    def global_batch(self, step: int) -> list[int]:
+        """The virtual indices (``epoch · n + i``) of the whole batch of ``step``."""
         per_epoch = self.n // self.b
         epoch, j = divmod(step, per_epoch)
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
         perm = torch.randperm(self.n, generator=gen)[j * self.b:(j + 1) * self.b]
         return [epoch * self.n + int(i) for i in perm]
+
+    def batch(self, step: int) -> list[int]:
+        """This process's slice of :meth:`global_batch` (all of it with one process)."""
+        local = self.b // self.world
+        return self.global_batch(step)[self.rank * local:(self.rank + 1) * local]
 
     def __iter__(self) -> Iterator[list[int]]:
         step = self.start
@@ -148,6 +171,12 @@ class Trainer:
         resume_from_last_good: with ``resume``, if ``latest.pt`` is unreadable (truncated,
             corrupt), continue from the newest readable ``step_NNNNNNN.pt`` instead of
             stopping (never done silently: a note names both files).
+        dist: this process's place in a data-parallel job; default: joined from torchrun's
+            environment variables (:func:`semsynth.train.distributed.init_from_environment`),
+            one process without them. Every process must read the same run folder (a
+            shared filesystem across nodes); only rank 0 writes it.
+        step_callback: ``f(trainer)`` called in every process after every step (after the
+            EMA update), for monitoring; the trainer must not be modified.
 
     Raises:
         ConfigError: resuming with a config that differs from the checkpoint's in a key
@@ -160,17 +189,25 @@ class Trainer:
 
     def __init__(self, cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
                  progress: bool = True, evaluator: Callable | None = None,
-                 resume_from_last_good: bool = False) -> None:
+                 resume_from_last_good: bool = False, dist: DistContext | None = None,
+                 step_callback: Callable | None = None) -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
-        self.progress = progress
-        self.evaluator = evaluator
+        self.dist = dist if dist is not None else init_from_environment(cfg.train.device)
+        self.main = self.dist.is_main
+        self.progress = progress and self.main
+        self.evaluator = evaluator if self.main else None
+        self.step_callback = step_callback
+        if cfg.train.batch_size % self.dist.world_size:
+            raise ConfigError(f"train.batch_size {cfg.train.batch_size} (the global batch) is not divisible by "
+                              f"the {self.dist.world_size} processes")
         self.lock = RunLock(self.out)
-        self.lock.check()  # fail at once if another process trains here
+        if self.main:
+            self.lock.check()  # fail at once if another process trains here
         self.resumed_from: Path | None = None
         self._signal: int | None = None
         self._tb = None  # TensorBoard SummaryWriter while run() runs
-        self.device = select_device(cfg.train.device)
+        self.device = self.dist.device
         if cfg.train.threads > 0:
             torch.set_num_threads(cfg.train.threads)
         if self.device.type == "cuda":  # TF32 convolutions/matmuls and tuned kernels on GPUs
@@ -191,7 +228,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.info = dataset_info(cfg.data)
         self.method = build_method(cfg, self.info).to(self.device)
-        self.ema = make_ema(self.method.generator).eval()
+        self.ema = make_ema(self.method.generator).eval()  # plain BatchNorm: rank 0 refreshes it alone
+        self.method.generator = use_sync_batchnorm(self.method.generator, self.dist)
         self.optimizers = {
             p: torch.optim.Adam(self.method.phase_parameters(p), lr=self.method.phase_lr(p, cfg.train),
                                 betas=tuple(float(b) for b in cfg.train.betas))
@@ -212,6 +250,7 @@ class Trainer:
             self.elapsed_before = float(ckpt["elapsed_seconds"])
             self.best = dict(ckpt.get("best") or {})
             restore_rng(ckpt["rng"], self.train_rng)
+        self._phase_modules = wrap_phases(self.method, self.dist) if self.dist.distributed else None
 
         self.train_set = build_dataset(cfg.data, cfg.data.train_split, train=True, seed=cfg.seed)
         if self.method.phases and len(self.train_set) < cfg.train.batch_size:
@@ -229,7 +268,7 @@ class Trainer:
             more = f" (and {len(problems) - 5} more; see `semsynth data check`)" if len(problems) > 5 else ""
             raise DataError(f"{len(problems)} problem(s) in the data: " + " | ".join(problems[:5]) + more)
         report = getattr(self.train_set, "snap_report", lambda: None)()
-        if report:
+        if report and self.main:
             print(f"note: {report}", file=sys.stderr)
         self._refresh_set = build_dataset(cfg.data, cfg.data.train_split, train=False, seed=cfg.seed)
         self._grid: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -309,8 +348,11 @@ class Trainer:
         return self._grid
 
     @torch.no_grad()
-    def write_grid(self) -> Path:
-        """Write ``samples/step_NNNNNNN.png``: label | real | EMA samples (seeds 0..k-1)."""
+    def write_grid(self) -> Path | None:
+        """Write ``samples/step_NNNNNNN.png``: label | real | EMA samples (seeds 0..k-1);
+        rank 0 only (``None`` elsewhere)."""
+        if not self.main:
+            return None
         image, label = self.grid_batch()
         onehot = one_hot(label, self.info.semantic_nc).to(self.device)
         samples = []
@@ -345,8 +387,9 @@ class Trainer:
         }
 
     def save(self, elapsed: float, periodic: bool) -> None:
-        """Refresh EMA BatchNorm, then write ``latest.pt`` (and ``step_NNNNNNN.pt`` if periodic)."""
-        if self._saved_step == self.step:
+        """Refresh EMA BatchNorm, then write ``latest.pt`` (and ``step_NNNNNNN.pt`` if periodic);
+        rank 0 only (other processes of a data-parallel run do nothing)."""
+        if self._saved_step == self.step or not self.main:
             return
         remove_stale_temp_files(self.out, quiet=True)  # of writes killed earlier in this folder
         self.refresh_ema_batchnorm()
@@ -370,10 +413,18 @@ class Trainer:
             self._tb_call("add_scalar", "speed/images_per_s", self.cfg.train.batch_size / rec["sec_per_step"], self.step)
 
     def _log(self, record: dict) -> None:
+        if not self.main:
+            return
         with open(self.out / "stats.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
 
     # -------------------------------------------------------------------- loop
+    def close(self) -> None:
+        """Leave the process group of a data-parallel run (after :meth:`run`; nothing to do
+        for one process). Every process calls it."""
+        if self.dist.distributed and torch.distributed.is_initialized():
+            torch.distributed.destroy_process_group()
+
     def run(self) -> TrainResult:
         """Train until ``max_steps``, ``max_minutes`` or SIGTERM/SIGINT; returns a
         :class:`TrainResult`.
@@ -389,20 +440,25 @@ class Trainer:
             DiskFull: no space for a checkpoint (the previous one stays intact).
         """
         cfg, tc = self.cfg, self.cfg.train
-        self.out.mkdir(parents=True, exist_ok=True)
-        self.lock.acquire()
-        if self.lock.took_over:
-            print(f"note: {self.out}: {self.lock.took_over}", file=sys.stderr)
+        if self.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self.lock.acquire()
+            if self.lock.took_over:
+                print(f"note: {self.out}: {self.lock.took_over}", file=sys.stderr)
         handlers = {}
         if threading.current_thread() is threading.main_thread():
             for sig in (signal.SIGTERM, signal.SIGINT):
                 handlers[sig] = signal.signal(sig, self._on_signal)
         try:
-            remove_stale_temp_files(self.out)
-            self._trim_stats()
-            save_config(cfg, self.out / "config.yaml")
-            self._tb = self._open_tensorboard()
+            if self.main:
+                remove_stale_temp_files(self.out)
+                self._trim_stats()
+                save_config(cfg, self.out / "config.yaml")
+                self._tb = self._open_tensorboard()
             if not self.method.phases:
+                if self.dist.distributed:
+                    raise ConfigError(f"method {cfg.method!r} is fitted in one pass: run it as one process, "
+                                      "without torchrun")
                 return self._fit_once()
             return self._train(cfg, tc)
         finally:
@@ -416,7 +472,8 @@ class Trainer:
                 for sig, h in handlers.items():
                     signal.signal(sig, h)
             finally:
-                self.lock.release()
+                if self.main:
+                    self.lock.release()
 
     def _open_tensorboard(self):
         """A SummaryWriter on the run folder (events after the resumed step are purged), or
@@ -445,9 +502,12 @@ class Trainer:
     def _train(self, cfg: Config, tc) -> TrainResult:
         from tqdm import tqdm
 
+        ctx = self.dist
+        local_b = tc.batch_size // ctx.world_size
         loader = DataLoader(
             _EpochIndexed(self.train_set),
-            batch_sampler=StepBatchSampler(len(self.train_set), tc.batch_size, cfg.seed, self.step),
+            batch_sampler=StepBatchSampler(len(self.train_set), tc.batch_size, cfg.seed, self.step,
+                                           ctx.rank, ctx.world_size),
             num_workers=cfg.data.num_workers,
             persistent_workers=cfg.data.num_workers > 0,
             pin_memory=self.device.type == "cuda",
@@ -465,17 +525,22 @@ class Trainer:
                    disable=not self.progress, dynamic_ncols=True, unit="s" if timed else "step", desc="train")
         stop_reason = "max_steps"
         it = iter(loader)
+        reduce_sum = ctx.reduce_sum if ctx.distributed else None
+        # All processes must stop at the same step: the reasons are agreed on (max over ranks).
+        reasons = ("", "max_minutes", "SIGINT", "SIGTERM")
         try:
             while self.step < tc.max_steps:
-                if self._signal is not None:
-                    stop_reason = signal.Signals(self._signal).name
-                    break
-                if self.elapsed_before + time.time() - t0 >= limit_s:
-                    stop_reason = "max_minutes"
+                code = (reasons.index(signal.Signals(self._signal).name) if self._signal is not None
+                        else 1 if self.elapsed_before + time.time() - t0 >= limit_s else 0)
+                code = ctx.any(code)
+                if code:
+                    stop_reason = reasons[code]
                     break
                 image, label = next(it)
                 image = image.to(self.device, non_blocking=True)
                 label = label.to(self.device, non_blocking=True)
+                shard = (BatchShard(ctx.rank * local_b, local_b, tc.batch_size, self.info.semantic_nc, reduce_sum)
+                         if ctx.distributed else None)
                 logs = {}
                 for phase in self.method.phases:
                     params = list(self.method.phase_parameters(phase))
@@ -485,12 +550,16 @@ class Trainer:
                         p.requires_grad_(True)
                     opt = self.optimizers[phase]
                     opt.zero_grad(set_to_none=True)
-                    losses = self.method.phase_losses(phase, image, label, self.train_rng)
+                    if self._phase_modules is not None:  # DDP: the backward averages the gradients
+                        losses = self._phase_modules[phase](image, label, self.train_rng, shard)
+                    else:  # one process: the batch is the whole batch (shard=None)
+                        losses = self.method.phase_losses(phase, image, label, self.train_rng)
                     total = losses["total"]
                     if not torch.isfinite(total):
                         vals = {k: float(v.detach()) for k, v in losses.items()}
+                        where = f" in process {ctx.rank} of {ctx.world_size}" if ctx.distributed else ""
                         raise TrainingDiverged(
-                            f"non-finite {phase} loss at step {self.step + 1}: {vals}; "
+                            f"non-finite {phase} loss at step {self.step + 1}{where}: {vals}; "
                             f"the last good checkpoint is kept in {self.out / 'checkpoints'}"
                         )
                     total.backward()
@@ -500,10 +569,13 @@ class Trainer:
                             logs[k] = float(v.detach())
                 self.step += 1
                 self.images_seen += tc.batch_size
+                ctx.broadcast_buffers(self.method.generator)  # per-process BatchNorm statistics → rank 0's
                 update_ema(self.ema, self.method.generator, ema_beta(tc.ema, tc.batch_size, self.images_seen))
                 for k, v in logs.items():
                     sums[k] = sums.get(k, 0.0) + v
                 nsum += 1
+                if self.step_callback is not None:
+                    self.step_callback(self)
                 elapsed = self.elapsed_before + time.time() - t0
                 if timed:
                     bar.update(min(int(elapsed), int(limit_s)) - bar.n)
@@ -512,6 +584,7 @@ class Trainer:
                 else:
                     bar.update(1)
                 if self.step % tc.log_every == 0 or self.step == tc.max_steps:
+                    sums = dict(zip(sums, ctx.mean_values(list(sums.values()))))  # the global batch's
                     self._log_window(sums, nsum, elapsed, time.time() - t_log)
                     bar.set_postfix({"step": f"{self.step}/{tc.max_steps}", **{k: f"{v / nsum:.3f}" for k, v in sums.items()}})
                     sums, nsum, t_log = {}, 0, time.time()
@@ -519,7 +592,7 @@ class Trainer:
                 grid_now = self.step % tc.sample_every == 0 and not stopping
                 eval_now = (self.evaluator is not None and cfg.eval.every > 0 and self.step % cfg.eval.every == 0
                             and not stopping)
-                if grid_now or eval_now:
+                if (grid_now or eval_now) and self.main:
                     self.refresh_ema_batchnorm()
                 if grid_now:
                     self.write_grid()
@@ -532,6 +605,7 @@ class Trainer:
             bar.close()
         elapsed = self.elapsed_before + time.time() - t0
         if nsum:  # the steps since the last log line (a run stopped by max_minutes)
+            sums = dict(zip(sums, ctx.mean_values(list(sums.values()))))
             self._log_window(sums, nsum, elapsed, time.time() - t_log)
         self.save(elapsed, periodic=False)
         if self.step % tc.sample_every != 0 and self._signal is None:

@@ -102,7 +102,7 @@ class CCFPSE(Method):
         split = lambda ts: ([t[:b] for t in ts], [t[b:] for t in ts])  # noqa: E731
         return split(feats), split(scores)
 
-    def phase_losses(self, phase, image, label, rng):
+    def phase_losses(self, phase, image, label, rng, shard=None):
         onehot = one_hot(label, self.info.semantic_nc)
         cfg = self.model_cfg
         if phase == "G":

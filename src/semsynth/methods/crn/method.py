@@ -128,7 +128,7 @@ class CRN(Method):
             total = total + w * class_masked_distance(fake, real, masks)
         return total
 
-    def phase_losses(self, phase, image, label, rng):
+    def phase_losses(self, phase, image, label, rng, shard=None):
         onehot = one_hot(label, self.info.semantic_nc)
         outputs = self.generator.forward_all(onehot)
         per_class = self.perceptual_per_class(outputs, image, onehot)

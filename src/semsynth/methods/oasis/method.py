@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 
 import torch
 
+from semsynth.batch_shard import BatchShard
 from semsynth.labels import one_hot
 from semsynth.losses.gan import multiscale_d_terms, multiscale_g_terms
 from semsynth.losses.n1 import LABELMIX_MASKS, labelmix_loss, labelmix_mask, n1_cross_entropy
@@ -118,21 +119,17 @@ class OASIS(Method):
             counts["G_without_noise_inputs"] = counts["G"]
         return {"G": counts["G"], "G_without_noise_inputs": counts["G_without_noise_inputs"], "D": counts["D"]}
 
-    def _noise(self, n: int, rng: torch.Generator, device) -> torch.Tensor | None:
-        if self.z_dim == 0:
-            return None
-        return torch.randn(n, self.z_dim, generator=rng).to(device)
-
-    def phase_losses(self, phase, image, label, rng):
+    def phase_losses(self, phase, image, label, rng, shard=None):
+        shard = shard or BatchShard.whole(label.shape[0], self.info.semantic_nc)
         onehot = one_hot(label, self.info.semantic_nc)
         ignore = self.info.ignore_index
-        z = self._noise(label.shape[0], rng, label.device)
+        z = shard.randn(rng, self.z_dim, device=label.device) if self.z_dim else None
         if phase == "G":
             fake = self.generator(onehot, z)
             if self.patchgan:
                 out = multiscale_g_terms(self.discriminator, onehot, fake, image, self.model_cfg.lambda_feat)
             else:
-                out = {"G_adv": n1_cross_entropy(self.discriminator(fake), label, True, ignore)}
+                out = {"G_adv": n1_cross_entropy(self.discriminator(fake), label, True, ignore, shard)}
             if self.model_cfg.lambda_vgg > 0:
                 out["G_vgg"] = self.model_cfg.lambda_vgg * vgg_loss(fake, image)
             out["total"] = sum(out.values())
@@ -146,14 +143,14 @@ class OASIS(Method):
         b = image.shape[0]
         batch = [fake, image]
         if self.model_cfg.labelmix:
-            mask = labelmix_mask(label, rng, self.model_cfg.labelmix_mask)
+            mask = labelmix_mask(label, rng, self.model_cfg.labelmix_mask, shard)
             batch.append(mask * image + (1 - mask) * fake)
         # One D forward on [fake; real; mix]: D has no batch statistics, so this equals
         # three separate forwards (the official code) up to spectral-norm power steps.
         logits = self.discriminator(torch.cat(batch))
         d_fake, d_real = logits[:b], logits[b:2 * b]
         loss_fake = n1_cross_entropy(d_fake, label, False, ignore)
-        loss_real = n1_cross_entropy(d_real, label, True, ignore)
+        loss_real = n1_cross_entropy(d_real, label, True, ignore, shard)
         out = {"D_fake": loss_fake, "D_real": loss_real}
         total = loss_fake + loss_real
         if self.model_cfg.labelmix:

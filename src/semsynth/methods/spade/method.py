@@ -99,7 +99,7 @@ class SPADE(Method):
         e = count_parameters(self.generator.encoder)
         return {"G": count_parameters(self.generator) - e, "E": e, "D": count_parameters(self.discriminator)}
 
-    def phase_losses(self, phase, image, label, rng):
+    def phase_losses(self, phase, image, label, rng, shard=None):
         onehot = one_hot(label, self.info.semantic_nc)
         cfg = self.model_cfg
         if phase == "G":
@@ -107,7 +107,7 @@ class SPADE(Method):
             z = None
             if self.generator.encoder is not None:
                 mu, logvar = self.generator.encode(image)
-                z = reparameterize(mu, logvar, rng)
+                z = reparameterize(mu, logvar, rng, shard)
                 out["G_kld"] = cfg.lambda_kld * kl_divergence(mu, logvar)
             fake = self.generator(onehot, z)
             out.update(multiscale_g_terms(self.discriminator, onehot, fake, image, cfg.lambda_feat))
@@ -118,7 +118,7 @@ class SPADE(Method):
         with torch.no_grad():
             z = None
             if self.generator.encoder is not None:
-                z = reparameterize(*self.generator.encode(image), rng)
+                z = reparameterize(*self.generator.encode(image), rng, shard=shard)
             fake = self.generator(onehot, z)
         out = multiscale_d_terms(self.discriminator, onehot, fake, image)
         out["total"] = out["D_real"] + out["D_fake"]
