@@ -1,7 +1,16 @@
-"""Images/s of one training step (every phase: e.g. G then D) of any method — not a test.
+"""Images/s of one training step (every phase, e.g. G then D, and the EMA update) — not a test.
 
-Usage: python benchmarks/train_step.py CONFIG [--batch-size B] [--steps N] [--set k=v ...]
-Prints one JSON line. Uses random label maps of the config's size (compute only, no I/O).
+Usage:
+  python benchmarks/train_step.py CONFIG [--device cpu|cuda] [--batch-size B] [--steps N]
+                                  [--warmup N] [--peak-tflops T] [--set k=v ...]
+
+Runs the training loop's own step (``semsynth.train.loop.train_step`` + ``update_ema``,
+channels-last as ``train.channels_last`` says) on random blocky label maps of the config's
+size (compute only, no I/O) and prints one JSON line: seconds per step, images/s, the FLOPs
+of one step (forward + backward of every convolution and matmul, counted once with
+``torch.utils.flop_counter.FlopCounterMode``) and the achieved TFLOP/s. On a GPU whose peak
+is known (or with ``--peak-tflops``) it adds the share of the dense TF32 peak (the loop runs
+fp32 with TF32 convolutions and matmuls on CUDA) and of the dense BF16 peak.
 """
 
 import argparse
@@ -12,19 +21,49 @@ import torch
 
 from semsynth.config import load_config
 from semsynth.data import dataset_info
-from semsynth.train.loop import build_method, select_device
+from semsynth.train.ema import make_ema, update_ema
+from semsynth.train.loop import build_method, select_device, train_step
+
+#: Dense (no sparsity) peak TFLOP/s from the vendors' data sheets: (TF32, BF16).
+PEAK_TFLOPS = {
+    "H100 SXM": (494.7, 989.4), "H100 PCIe": (378.0, 756.0), "H100 NVL": (417.0, 835.0),
+    "H100": (494.7, 989.4), "H200": (494.7, 989.4), "A100": (156.0, 312.0), "L40S": (183.0, 362.0),
+}
+
+
+def peak_for(device: torch.device) -> tuple[str, tuple[float, float] | None]:
+    """The device's name and its ``(TF32, BF16)`` dense peak TFLOP/s, if in the table."""
+    if device.type != "cuda":
+        return "cpu", None
+    name = torch.cuda.get_device_name(device)
+    for key in sorted(PEAK_TFLOPS, key=len, reverse=True):  # the most specific entry first
+        if all(part in name for part in key.split()):
+            return name, PEAK_TFLOPS[key]
+    return name, None
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser()
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config")
+    ap.add_argument("--device", default=None, help="overrides train.device (cpu, cuda, cuda:1, ...)")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--peak-tflops", type=float, default=None,
+                    help="the device's dense peak TFLOP/s for the share (default: the table for known GPUs)")
     ap.add_argument("--set", action="append", default=[])
     args = ap.parse_args()
-    cfg = load_config(args.config, args.set)
+    sets = list(args.set) + ([f"train.device={args.device}"] if args.device else [])
+    cfg = load_config(args.config, sets)
     dev = select_device(cfg.train.device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise SystemExit(f"train_step.py: device {dev} asked for, but CUDA is not available on this machine")
+    if dev.type == "cuda":  # as the training loop
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    elif cfg.train.threads > 0:
+        torch.set_num_threads(cfg.train.threads)
     info = dataset_info(cfg.data)
     b = args.batch_size or cfg.train.batch_size
     torch.manual_seed(0)
@@ -33,39 +72,52 @@ def main() -> None:
         print(json.dumps({"benchmark": "train_step", "config": args.config, "method": cfg.method,
                           "note": "fitted in one pass (no training step)", "parameters": method.parameter_counts()}))
         return
+    fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
+    method.to(memory_format=fmt)
+    ema = make_ema(method.generator)
     opts = {p: torch.optim.Adam(method.phase_parameters(p), lr=method.phase_lr(p, cfg.train),
-                                betas=tuple(float(b) for b in cfg.train.betas)) for p in method.phases}
+                                betas=tuple(float(x) for x in cfg.train.betas)) for p in method.phases}
     rng = torch.Generator().manual_seed(0)
     h, w = cfg.data.height, cfg.data.width
-    label = torch.randint(0, info.semantic_nc, (b, h // 8, w // 8))
-    label = label.repeat_interleave(8, 1).repeat_interleave(8, 2).to(dev)
-    image = torch.rand(b, 3, h, w, device=dev) * 2 - 1
+    label = torch.randint(0, info.semantic_nc, (b, -(-h // 8), -(-w // 8)))
+    label = label.repeat_interleave(8, 1).repeat_interleave(8, 2)[:, :h, :w].contiguous().to(dev)
+    image = (torch.rand(b, 3, h, w, device=dev) * 2 - 1).contiguous(memory_format=fmt)
 
     def step():
-        for phase in method.phases:
-            for p in method.parameters():
-                p.requires_grad_(False)
-            for p in method.phase_parameters(phase):
-                p.requires_grad_(True)
-            opts[phase].zero_grad(set_to_none=True)
-            method.phase_losses(phase, image, label, rng)["total"].backward()
-            opts[phase].step()
+        train_step(method, opts, image, label, rng)
+        update_ema(ema, method.generator, 0.999)
+
+    def sync():
+        if dev.type == "cuda":
+            torch.cuda.synchronize(dev)
 
     for _ in range(args.warmup):
         step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        step()
+    flops = counter.get_total_flops()
+    sync()
     t = time.perf_counter()
     for _ in range(args.steps):
         step()
-    if dev.type == "cuda":
-        torch.cuda.synchronize()
+    sync()
     dt = time.perf_counter() - t
-    print(json.dumps({"benchmark": "train_step", "config": args.config, "method": cfg.method,
-                      "device": str(dev), "batch_size": b,
-                      "height": h, "width": w, "threads": torch.get_num_threads(),
-                      "sec_per_step": round(dt / args.steps, 4), "images_per_s": round(b * args.steps / dt, 2),
-                      "parameters": method.parameter_counts()}))
+    tflops = flops * args.steps / dt / 1e12
+    name, peaks = peak_for(dev)
+    if args.peak_tflops:
+        peaks = (args.peak_tflops, args.peak_tflops)
+    out = {"benchmark": "train_step", "config": args.config, "method": cfg.method, "device": str(dev),
+           "device_name": name, "batch_size": b, "height": h, "width": w, "threads": torch.get_num_threads(),
+           "channels_last": cfg.train.channels_last, "sets": args.set,
+           "sec_per_step": round(dt / args.steps, 4), "images_per_s": round(b * args.steps / dt, 2),
+           "gflop_per_step": round(flops / 1e9, 2), "achieved_tflops": round(tflops, 3),
+           "parameters": method.parameter_counts()}
+    if peaks:
+        out["share_of_dense_tf32_peak"] = round(tflops / peaks[0], 4)
+        out["share_of_dense_bf16_peak"] = round(tflops / peaks[1], 4)
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

@@ -14,6 +14,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
+from semsynth.nn.resize import resize_nearest
+
 
 def maybe_spectral_norm(module: nn.Module, enabled: bool) -> nn.Module:
     """Wrap ``module``'s ``weight`` in spectral normalisation (Miyato et al., 2018) if enabled."""
@@ -48,7 +50,7 @@ class SPADE(nn.Module):
         normalized = self.norm(x)
         if isinstance(cond, torch.Tensor):
             if cond.shape[-2:] != x.shape[-2:]:
-                cond = F.interpolate(cond, size=x.shape[-2:], mode="nearest")
+                cond = resize_nearest(cond, x.shape[-2:])
             act = self.shared(cond)
         else:
             from semsynth.nn.spade_fast import shared_conv

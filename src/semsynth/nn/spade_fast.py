@@ -25,6 +25,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from semsynth.nn.resize import resize_nearest
+
 __all__ = ["FactoredCond", "factor_noise", "shared_conv"]
 
 
@@ -52,8 +54,8 @@ class FactoredCond:
         """Nearest resize of the maps and the label map (as ``F.interpolate`` of the dense map)."""
         if tuple(self.label.shape[-2:]) == tuple(size):
             return self
-        return FactoredCond(self.vecs, F.interpolate(self.maps, size=size, mode="nearest"),
-                            F.interpolate(self.label, size=size, mode="nearest"))
+        return FactoredCond(self.vecs, resize_nearest(self.maps, size),
+                            resize_nearest(self.label, size))
 
     def dense(self) -> torch.Tensor:
         """The ``(N, z_dim + C, H, W)`` map."""

@@ -28,7 +28,7 @@ FORMAT = "semsynth-checkpoint-v1"
 # they change how long and how verbosely a run goes, never what it computes.
 RESUMABLE_KEYS = (
     "train.max_steps", "train.max_minutes", "train.log_every", "train.sample_every",
-    "train.checkpoint_every", "train.latest_every", "train.device", "train.threads",
+    "train.checkpoint_every", "train.latest_every", "train.device", "train.threads", "train.channels_last",
     "train.grid_labels", "train.grid_samples", "train.tensorboard", "data.num_workers", "data.cache", "data.root",
     "eval.every", "eval.num_images",
 )

@@ -51,10 +51,12 @@ def update_ema(ema: nn.Module, generator: nn.Module, beta: float) -> None:
     (BatchNorm statistics of the EMA generator are recomputed by :func:`refresh_batchnorm`
     before use, as the official OASIS ``update_EMA`` does.)
     """
-    for p_ema, p in zip(ema.parameters(), generator.parameters()):
-        p_ema.lerp_(p.detach(), 1.0 - beta)
-    for b_ema, b in zip(ema.buffers(), generator.buffers()):
-        b_ema.copy_(b)
+    params = list(ema.parameters())
+    if params:  # one fused call over every tensor (per-tensor lerp_: ~200 kernel launches)
+        torch._foreach_lerp_(params, [p.detach() for p in generator.parameters()], 1.0 - beta)
+    buffers = list(ema.buffers())
+    if buffers:
+        torch._foreach_copy_(buffers, list(generator.buffers()))
 
 
 @torch.no_grad()

@@ -75,6 +75,56 @@ def build_method(cfg: Config, info: DatasetInfo):
     return cls(cfg.model, info, cfg.data.height, cfg.data.width)
 
 
+def train_step(method, optimizers: dict, image: torch.Tensor, label: torch.Tensor, rng: torch.Generator, *,
+               shard: BatchShard | None = None, phase_modules: dict | None = None,
+               check: Callable | None = None) -> dict[str, torch.Tensor]:
+    """One optimisation step of ``method``: its phases in order (e.g. G then D).
+
+    For each phase only that phase's parameters require gradients (the network held fixed
+    gets no weight gradients: the backward computes what the phase's optimizer uses),
+    gradients are reset, the phase's losses computed, ``total`` backpropagated and the
+    phase's optimizer stepped. Used by :class:`Trainer` and ``benchmarks/train_step.py``.
+
+    Args:
+        method: a :class:`semsynth.methods.base.Method` with at least one phase.
+        optimizers: ``{phase: torch.optim.Optimizer}`` over ``method.phase_parameters(phase)``.
+        image: ``(B, 3, H, W)`` float in [-1, 1]; label: ``(B, H, W)`` int64 ids.
+        rng: CPU generator of the step's noise and LabelMix draws (advanced).
+        shard: where this batch sits in a data-parallel global batch (``None``: it is the
+            whole batch; ``phase_losses`` is then called without it).
+        phase_modules: ``{phase: module}`` from
+            :func:`semsynth.train.distributed.wrap_phases` (DDP), used instead of
+            ``method.phase_losses``.
+        check: ``check(phase, losses)`` called before each backward (the loop raises
+            :class:`TrainingDiverged` there on a non-finite loss).
+
+    Returns:
+        ``{loss name: detached 0-d tensor}`` of every phase, ``total`` left out (no host
+        synchronisation).
+    """
+    logs: dict[str, torch.Tensor] = {}
+    for phase in method.phases:
+        params = list(method.phase_parameters(phase))
+        for p in method.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        opt = optimizers[phase]
+        opt.zero_grad(set_to_none=True)
+        if phase_modules is not None:  # DDP: the backward averages the gradients over processes
+            losses = phase_modules[phase](image, label, rng, shard)
+        elif shard is None:
+            losses = method.phase_losses(phase, image, label, rng)
+        else:
+            losses = method.phase_losses(phase, image, label, rng, shard)
+        if check is not None:
+            check(phase, losses)
+        losses["total"].backward()
+        opt.step()
+        logs.update({k: v.detach() for k, v in losses.items() if k != "total"})
+    return logs
+
+
 class _EpochIndexed(Dataset):
     """Maps a virtual index ``epoch·n + i`` to item ``i`` with augmentations of ``epoch``."""
 
@@ -228,6 +278,8 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         self.info = dataset_info(cfg.data)
         self.method = build_method(cfg, self.info).to(self.device)
+        if cfg.train.channels_last:  # faster convolutions (docs/results.md); the EMA copy inherits it
+            self.method.to(memory_format=torch.channels_last)
         self.ema = make_ema(self.method.generator).eval()  # plain BatchNorm: rank 0 refreshes it alone
         self.method.generator = use_sync_batchnorm(self.method.generator, self.dist)
         self.optimizers = {
@@ -419,6 +471,14 @@ class Trainer:
             fh.write(json.dumps(record) + "\n")
 
     # -------------------------------------------------------------------- loop
+    def _check_finite(self, phase: str, losses: dict) -> None:
+        """Raise :class:`TrainingDiverged` if the phase's total loss is NaN or infinite."""
+        if not torch.isfinite(losses["total"]):
+            vals = {k: float(v.detach()) for k, v in losses.items()}
+            where = f" in process {self.dist.rank} of {self.dist.world_size}" if self.dist.distributed else ""
+            raise TrainingDiverged(f"non-finite {phase} loss at step {self.step + 1}{where}: {vals}; "
+                                   f"the last good checkpoint is kept in {self.out / 'checkpoints'}")
+
     def close(self) -> None:
         """Leave the process group of a data-parallel run (after :meth:`run`; nothing to do
         for one process). Every process calls it."""
@@ -538,35 +598,14 @@ class Trainer:
                     break
                 image, label = next(it)
                 image = image.to(self.device, non_blocking=True)
+                if tc.channels_last:
+                    image = image.contiguous(memory_format=torch.channels_last)
                 label = label.to(self.device, non_blocking=True)
                 shard = (BatchShard(ctx.rank * local_b, local_b, tc.batch_size, self.info.semantic_nc, reduce_sum)
                          if ctx.distributed else None)
-                logs = {}
-                for phase in self.method.phases:
-                    params = list(self.method.phase_parameters(phase))
-                    for p in self.method.parameters():
-                        p.requires_grad_(False)
-                    for p in params:
-                        p.requires_grad_(True)
-                    opt = self.optimizers[phase]
-                    opt.zero_grad(set_to_none=True)
-                    if self._phase_modules is not None:  # DDP: the backward averages the gradients
-                        losses = self._phase_modules[phase](image, label, self.train_rng, shard)
-                    else:  # one process: the batch is the whole batch (shard=None)
-                        losses = self.method.phase_losses(phase, image, label, self.train_rng)
-                    total = losses["total"]
-                    if not torch.isfinite(total):
-                        vals = {k: float(v.detach()) for k, v in losses.items()}
-                        where = f" in process {ctx.rank} of {ctx.world_size}" if ctx.distributed else ""
-                        raise TrainingDiverged(
-                            f"non-finite {phase} loss at step {self.step + 1}{where}: {vals}; "
-                            f"the last good checkpoint is kept in {self.out / 'checkpoints'}"
-                        )
-                    total.backward()
-                    opt.step()
-                    for k, v in losses.items():
-                        if k != "total":
-                            logs[k] = float(v.detach())
+                losses = train_step(self.method, self.optimizers, image, label, self.train_rng, shard=shard,
+                                    phase_modules=self._phase_modules, check=self._check_finite)
+                logs = {k: float(v) for k, v in losses.items()}
                 self.step += 1
                 self.images_seen += tc.batch_size
                 ctx.broadcast_buffers(self.method.generator)  # per-process BatchNorm statistics → rank 0's

@@ -43,6 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
+from semsynth.nn.resize import resize_nearest
 from semsynth.nn.sizes import check_label_input, size_chain, upsampling_stages
 from semsynth.nn.spade import SPADE, maybe_spectral_norm
 
@@ -178,7 +179,7 @@ class LabelPyramid(nn.Module):
         out = [bottom_up[-1]]
         for i, (lat, dec) in enumerate(zip(self.lat, self.dec)):
             skip = bottom_up[-2 - i]
-            up = F.interpolate(out[-1], size=skip.shape[-2:], mode="nearest")
+            up = resize_nearest(out[-1], skip.shape[-2:])
             out.append(dec(up + lat(skip)))
         return out
 
@@ -238,12 +239,12 @@ class CCFPSEGenerator(nn.Module):
         if z is not None:
             raise ValueError("this CC-FPSE generator takes no noise (the official build without --use_vae)")
         levels = self.pyramid(label_onehot)
-        x = self.fc(F.interpolate(label_onehot, size=self.sizes[0], mode="nearest"))
+        x = self.fc(resize_nearest(label_onehot, self.sizes[0]))
         for name, blk in self.blocks.items():
             lvl = self._level[name]
             if x.shape[-2:] != self.sizes[lvl]:
-                x = F.interpolate(x, size=self.sizes[lvl], mode="nearest")
+                x = resize_nearest(x, self.sizes[lvl])
             seg = label_onehot if self.sizes[lvl] == (h, w) else \
-                F.interpolate(label_onehot, size=self.sizes[lvl], mode="nearest")
+                resize_nearest(label_onehot, self.sizes[lvl])
             x = blk(x, torch.cat([seg, levels[lvl]], 1))
         return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))

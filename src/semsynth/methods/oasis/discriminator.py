@@ -17,6 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from semsynth.nn.resize import upsample2x
 from semsynth.nn.spade import maybe_spectral_norm
 
 
@@ -52,7 +53,7 @@ class _ResBlockD(nn.Module):
 
     def _shortcut(self, x: torch.Tensor) -> torch.Tensor:
         if self.mode > 0:
-            x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+            x = upsample2x(x)
         if self.first and self.mode < 0:
             x = F.avg_pool2d(x, 2)
         if self.conv_s is not None:
@@ -64,7 +65,7 @@ class _ResBlockD(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dx = x if self.first else F.leaky_relu(x, 0.2)
         if self.mode > 0:
-            dx = F.interpolate(dx, scale_factor=2.0, mode="nearest")
+            dx = upsample2x(dx)
         dx = self.conv1(dx)
         dx = self.conv2(F.leaky_relu(dx, 0.2))
         if self.mode < 0:

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from semsynth.nn.resize import resize_nearest, upsample2x
 from semsynth.nn.sizes import check_label_input
 from semsynth.nn.spade_fast import factor_noise, shared_conv
 from semsynth.nn.spade import SPADEResBlock
@@ -121,12 +122,12 @@ class OASISGenerator(nn.Module):
                 x = shared_conv(self.fc, factored.resized(self.init_size))
                 return self._body(x, cond)
             cond = torch.cat([expand_noise(z, h, w), label_onehot], dim=1)
-        x = self.fc(F.interpolate(cond, size=self.init_size, mode="nearest"))
+        x = self.fc(resize_nearest(cond, self.init_size))
         return self._body(x, cond)
 
     def _body(self, x: torch.Tensor, cond) -> torch.Tensor:
         for i, block in enumerate(self.body):
             x = block(x, cond)
             if i < len(self.body) - 1:
-                x = F.interpolate(x, scale_factor=2.0, mode="nearest")
+                x = upsample2x(x)
         return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))

@@ -45,6 +45,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from semsynth.nn.resize import resize_nearest
 from semsynth.nn.norm import normed_conv
 from semsynth.nn.sizes import check_label_input, size_chain, upsampling_stages
 from semsynth.nn.spade import SPADEResBlock
@@ -225,11 +226,11 @@ class SPADEGenerator(nn.Module):
                                  "it is one vector per image (no spatial noise, no local re-sampling)")
             x = self.fc(z.to(label_onehot.dtype)).view(n, -1, h0, w0)
         else:
-            x = self.fc(F.interpolate(label_onehot, size=(h0, w0), mode="nearest"))
+            x = self.fc(resize_nearest(label_onehot, (h0, w0)))
         level = 0
         for name, blk in self.blocks.items():
             if self._upsample_before[name]:
                 level += 1
-                x = F.interpolate(x, size=self.sizes[level], mode="nearest")
+                x = resize_nearest(x, self.sizes[level])
             x = blk(x, label_onehot)
         return torch.tanh(self.conv_img(F.leaky_relu(x, 0.2)))
