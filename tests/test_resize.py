@@ -40,3 +40,12 @@ def test_upsample2x_by_hand_and_bad_input():
     assert x.grad[0, 0].tolist() == [[0 + 1 + 4 + 5, 2 + 3 + 6 + 7], [8 + 9 + 12 + 13, 10 + 11 + 14 + 15]]
     with pytest.raises(ValueError, match=r"\(N, C, H, W\).*\(3, 4\)"):
         resize_nearest(torch.zeros(3, 4), (6, 8))
+
+
+@pytest.mark.parametrize("dst", [(12, 16), (3, 4), (5, 7)])
+def test_channels_last_input_stays_channels_last_as_with_interpolate(dst):
+    x = torch.randn(2, 5, 6, 8).contiguous(memory_format=torch.channels_last)
+    y = resize_nearest(x, dst)
+    ref = F.interpolate(x, size=dst, mode="nearest")
+    assert torch.equal(y, ref)
+    assert y.is_contiguous(memory_format=torch.channels_last) == ref.is_contiguous(memory_format=torch.channels_last)

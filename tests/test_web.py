@@ -97,6 +97,42 @@ def test_painting_is_read_back_with_unchanged_pixels_keeping_their_label(editor)
         editor.from_painting(painted[:-1], lab)
 
 
+def test_anti_aliased_stroke_edges_take_the_brush_class_or_keep_their_own(editor):
+    # a stroke edge blends the brush colour into each pixel's shown colour: the pixel is the
+    # brush class where the stroke covers at least half of it, else unchanged — never a third class
+    lab = np.zeros((6, 40), np.int64)
+    lab[:, 20:] = 1
+    pic = editor.picture(lab).astype(np.float64)
+    car = np.array(editor.palette[8], np.float64)
+    alphas = np.linspace(0.05, 1.0, 20)
+    painted = pic.copy()
+    for row in range(6):
+        for j, a in enumerate(alphas):
+            for col in (j, 20 + j):
+                painted[row, col] = np.round(a * car + (1 - a) * pic[row, col])
+    got = editor.from_painting(painted.astype(np.uint8), lab)
+    for half in (slice(0, 20), slice(20, 40)):
+        want = np.where(alphas >= 0.5, 8, lab[0, half])
+        # within one grey level of 0.5 the rounding decides; elsewhere it is exact
+        sure = np.abs(alphas - 0.5) > 0.02
+        assert np.array_equal(got[:, half][:, sure], np.broadcast_to(want[sure], (6, int(sure.sum()))))
+        assert set(np.unique(got[:, half])) <= {8, int(lab[0, half][0])}
+
+
+def test_a_background_resampled_by_the_browser_is_not_read_as_paint(editor):
+    lab = editor.from_val(editor.val_names[0])
+    pic = editor.picture(lab)
+    blurred = pic.copy()
+    blurred[1:-1, 1:-1] = ((pic[:-2, 1:-1].astype(int) + pic[2:, 1:-1] + 2 * pic[1:-1, 1:-1]) // 4).astype(np.uint8)
+    assert (blurred != pic).any(-1).sum() > 20  # class edges blended
+    painted = blurred.copy()
+    painted[10:14, 5:30] = editor.palette[8]
+    got = editor.from_painting(painted, lab, background=blurred)
+    want = lab.copy()
+    want[10:14, 5:30] = 8
+    assert np.array_equal(got, want)
+
+
 def test_uploads_are_checked_with_messages(editor, tmp_path):
     h, w = editor.sampler.height, editor.sampler.width
     ids = editor.from_upload(LABEL)

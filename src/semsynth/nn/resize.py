@@ -46,8 +46,16 @@ def resize_nearest(x: torch.Tensor, size: tuple[int, int] | torch.Size) -> torch
     if out_h % h == 0 and out_w % w == 0:  # every input pixel repeated a × b times
         return _Repeat.apply(x, out_h // h, out_w // w)
     if h % out_h == 0 and w % out_w == 0:  # source pixel dst · s
-        return x[:, :, :: h // out_h, :: w // out_w].contiguous()
+        return x[:, :, :: h // out_h, :: w // out_w].contiguous(memory_format=_memory_format(x))
     return F.interpolate(x, size=(out_h, out_w), mode="nearest")
+
+
+def _memory_format(x: torch.Tensor) -> torch.memory_format:
+    """channels_last for a channels-last (and not also plainly contiguous) tensor, as
+    ``F.interpolate`` keeps it; else contiguous."""
+    if x.shape[1] > 1 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        return torch.channels_last
+    return torch.contiguous_format
 
 
 class _Repeat(torch.autograd.Function):
@@ -58,7 +66,7 @@ class _Repeat(torch.autograd.Function):
     def forward(ctx, x: torch.Tensor, a: int, b: int) -> torch.Tensor:
         ctx.ab = (a, b)
         n, c, h, w = x.shape
-        if c > 1 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last):
+        if _memory_format(x) == torch.channels_last:
             # keep channels_last (what a conv on channels_last input returns) without a layout copy
             nhwc = x.permute(0, 2, 3, 1)[:, :, None, :, None, :].expand(n, h, a, w, b, c)
             return nhwc.reshape(n, h * a, w * b, c).permute(0, 3, 1, 2)

@@ -88,7 +88,8 @@ def build_app(editor: LabelEditor):
     def current_label(value, label):
         if value is None or value.get("composite") is None:
             return label
-        return editor.from_painting(np.asarray(value["composite"]), label)
+        bg = value.get("background")
+        return editor.from_painting(np.asarray(value["composite"]), label, None if bg is None else np.asarray(bg))
 
     def gallery(gen) -> list:
         return [(img, f"seed {s}") for img, s in zip(gen.images, gen.seeds)]

@@ -167,31 +167,52 @@ class LabelEditor:
         """The label map in brush colours, ``(H, W, 3)`` uint8."""
         return colorize(label, self.palette)
 
-    def from_painting(self, painted: np.ndarray, previous: np.ndarray) -> np.ndarray:
+    def from_painting(self, painted: np.ndarray, previous: np.ndarray,
+                      background: np.ndarray | None = None) -> np.ndarray:
         """Read a painted picture of ``previous`` back into ids.
 
         Args:
             painted: ``(H, W, 3|4)`` uint8 (alpha ignored), the editor's composite.
             previous: ``(H, W)`` int64, the label map that was shown.
+            background: ``(H, W, 3|4)`` uint8, the canvas background as the browser sent it
+                back with ``painted`` (``None``: the picture of ``previous``). Pixels where
+                ``painted`` equals it were not painted — also where the browser resampled the
+                background (seen in headless Chromium: class edges blended), so such
+                resampling is never read as paint.
 
         Returns:
             ``(H, W)`` int64: ``previous`` where the picture is unchanged, elsewhere the class of
-            the nearest brush colour (anti-aliased stroke edges snap to a class).
+            the class of the brush colour that was painted over it: the canvas anti-aliases
+            stroke edges, so a changed pixel is read as a blend ``a·brush + (1 − a)·shown``
+            of the colour shown there and some class colour; the class whose blend line
+            passes nearest wins, and the pixel takes it when ``a ≥ 0.5`` (the stroke covers
+            most of the pixel), else keeps its label. (Snapping a blend to the nearest
+            palette colour instead would give edge pixels a third, unrelated class.)
 
         Raises:
             DataError: a picture of another size.
         """
-        rgb = np.asarray(painted)[..., :3].astype(np.int64)
+        rgb = np.asarray(painted)[..., :3].astype(np.float64)
         if rgb.shape[:2] != previous.shape:
             raise DataError(f"the painted picture is {rgb.shape[1]}x{rgb.shape[0]}, the label map "
                             f"{previous.shape[1]}x{previous.shape[0]}")
-        changed = (rgb != self.picture(previous)).any(-1)
+        shown = self.picture(previous).astype(np.float64)
+        if background is not None and np.asarray(background).shape[:2] == previous.shape:
+            shown = np.asarray(background)[..., :3].astype(np.float64)
+        changed = (rgb != shown).any(-1)
         out = previous.copy()
         if changed.any():
-            pal = np.asarray(self.palette, dtype=np.int64)
-            px = rgb[changed]
-            d = ((px[:, None, :] - pal[None]) ** 2).sum(-1)
-            out[changed] = d.argmin(1)
+            pal = np.asarray(self.palette, dtype=np.float64)                 # (K, 3)
+            px, base = rgb[changed], shown[changed]                          # (P, 3)
+            v = pal[None] - base[:, None]                                    # (P, K, 3) shown → class colour
+            vv = (v * v).sum(-1)
+            a = np.where(vv > 0, ((px - base)[:, None] * v).sum(-1) / np.maximum(vv, 1e-12), 0.0).clip(0, 1)
+            d = ((base[:, None] + a[..., None] * v - px[:, None]) ** 2).sum(-1)  # (P, K) to each blend line
+            k = d.argmin(1)
+            take = a[np.arange(len(k)), k] >= 0.5
+            vals = out[changed]
+            vals[take] = k[take]
+            out[changed] = vals
         return out
 
     # ------------------------------------------------------------- images
