@@ -36,7 +36,6 @@ from typing import Callable, Iterator
 
 import numpy as np
 import torch
-import torch.nn as nn
 from torch.utils.data import DataLoader, Dataset, Sampler as TorchSampler
 
 from semsynth.config import Config, atomic_write_bytes, config_to_dict, save_config
