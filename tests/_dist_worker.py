@@ -15,7 +15,7 @@ import torch
 
 import semsynth.losses.n1 as n1
 from semsynth.config import load_config
-from semsynth.train.loop import Trainer
+from semsynth.train.loop import Trainer, TrainingDiverged
 
 TINY = Path(__file__).resolve().parents[1] / "configs" / "oasis" / "tiny.yaml"
 
@@ -35,6 +35,7 @@ def main() -> int:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--set", action="append", default=[])
     ap.add_argument("--fail", default="", help="RANK:STEP — raise in that process after that step")
+    ap.add_argument("--nan", default="", help="RANK:STEP — a NaN G loss in that process at that step")
     args = ap.parse_args()
     cfg = load_config(TINY, ["train.threads=1", *args.set])
     record = {"labels": [], "weights": [], "method": [], "ema": []}
@@ -54,7 +55,10 @@ def main() -> int:
     def recording_losses(phase, image, label, *a, **k):
         if phase == trainer.method.phases[0]:
             step_labels.append(label.detach().clone())
-        return real_losses(phase, image, label, *a, **k)
+        out = real_losses(phase, image, label, *a, **k)
+        if args.nan and (trainer.dist.rank, trainer.step + 1) == tuple(int(x) for x in args.nan.split(":")):
+            out["total"] = out["total"] * float("nan")
+        return out
 
     trainer.method.phase_losses = recording_losses
 
@@ -70,6 +74,9 @@ def main() -> int:
     trainer.step_callback = after_step
     try:
         result = trainer.run()
+    except TrainingDiverged as exc:  # what each process was told
+        Path(f"{args.record}.diverged{trainer.dist.rank}").write_text(str(exc))
+        raise
     finally:
         trainer.close()
     record["result"] = (result.step, result.stop_reason)

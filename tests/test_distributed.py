@@ -7,18 +7,22 @@ process used at every step.
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
 import torch
 
 from semsynth.batch_shard import BatchShard
+from semsynth.losses.kl import kl_divergence
 from semsynth.losses.n1 import class_balance_weights, labelmix_mask
 from semsynth.train.checkpoint import load_checkpoint
-from semsynth.train.loop import StepBatchSampler
+from semsynth.train.distributed import DistContext
+from semsynth.train.loop import StepBatchSampler, Trainer
 from semsynth.types import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,10 +85,10 @@ def test_step_batches_are_disjoint_slices_of_the_one_process_batch():
 def _two_shards(label: torch.Tensor, nc: int) -> list[BatchShard]:
     """Shards of a 2-process world simulated in one process: reduce_sum adds the full count."""
     b = label.shape[0] // 2
-    full = torch.bincount(label.reshape(-1), minlength=nc).float()
+    full = torch.bincount(label.reshape(-1), minlength=nc)
     out = []
     for r in range(2):
-        mine = torch.bincount(label[r * b:(r + 1) * b].reshape(-1), minlength=nc).float()
+        mine = torch.bincount(label[r * b:(r + 1) * b].reshape(-1), minlength=nc)
         out.append(BatchShard(r * b, b, 2 * b, nc, reduce_sum=lambda t, other=full - mine: t.add_(other)))
     return out
 
@@ -115,6 +119,35 @@ def test_shard_draws_and_class_weights_equal_the_whole_batch_ones():
         assert torch.equal(s.randn(torch.Generator().manual_seed(1), 3), whole_z[2 * r:2 * r + 2])
     with pytest.raises(ValueError, match="outside a global batch of 4"):
         BatchShard(3, 2, 4, 6)
+
+
+def test_summed_losses_averaged_over_processes_equal_the_whole_batch_sum():
+    # SPADE's KL term is a sum over the batch; DDP averages the processes' gradients, so each
+    # process scales its slice's sum by W: the average is the one-process value
+    g = torch.Generator().manual_seed(2)
+    mu, logvar = torch.randn(4, 5, generator=g), torch.randn(4, 5, generator=g)
+    whole = kl_divergence(mu, logvar)
+    by_hand = -0.5 * sum(float(1 + lv - m * m - lv.exp()) for m, lv in zip(mu.flatten(), logvar.flatten()))
+    assert float(whole) == pytest.approx(by_hand, rel=1e-5)
+    shards = [BatchShard(2 * r, 2, 4, 3, reduce_sum=lambda t: t) for r in range(2)]
+    parts = [kl_divergence(mu[2 * r:2 * r + 2], logvar[2 * r:2 * r + 2], s) for r, s in enumerate(shards)]
+    torch.testing.assert_close((parts[0] + parts[1]) / 2, whole)
+    assert torch.equal(kl_divergence(mu, logvar, BatchShard.whole(4, 3)), whole)
+
+
+def test_a_signal_delivered_twice_under_torchrun_is_one_stop_request():
+    # SLURM signals every process of the step and the torchrun agent forwards its own copy
+    two = types.SimpleNamespace(dist=DistContext(rank=0, world_size=2), _signal=None, _signal_time=0.0)
+    Trainer._on_signal(two, signal.SIGTERM, None)
+    Trainer._on_signal(two, signal.SIGTERM, None)  # the duplicate: still a graceful stop
+    assert two._signal == signal.SIGTERM
+    two._signal_time -= 10.0  # a second request seconds later: stop now
+    with pytest.raises(KeyboardInterrupt):
+        Trainer._on_signal(two, signal.SIGTERM, None)
+    one = types.SimpleNamespace(dist=DistContext(), _signal=None, _signal_time=0.0)
+    Trainer._on_signal(one, signal.SIGINT, None)
+    with pytest.raises(KeyboardInterrupt):  # one process: Ctrl-C twice stops at once, as before
+        Trainer._on_signal(one, signal.SIGINT, None)
 
 
 # --- real processes ------------------------------------------------------------------------
@@ -190,6 +223,16 @@ def test_a_failing_process_stops_the_job_and_the_last_good_checkpoint_stays(tmp_
     ckpts = tmp_path / "run" / "checkpoints"
     assert [p.name for p in ckpts.iterdir()] == ["latest.pt"]
     assert load_checkpoint(ckpts / "latest.pt")["step"] == 2  # written after step 2 (latest_every 2)
+
+
+def test_a_nan_in_one_process_stops_every_process_with_the_reason(tmp_path):
+    proc = _run([*TORCHRUN, "--standalone", "--nproc_per_node", "2", WORKER, tmp_path / "run", tmp_path / "rec",
+                 "--nan", "1:3"], timeout=120)
+    assert proc.returncode != 0
+    told = [(tmp_path / f"rec.diverged{r}").read_text() for r in range(2)]
+    assert told[1].startswith("non-finite G loss at step 3 in process 1 of 2")
+    assert told[0].startswith("non-finite G loss at step 3 in another process (this is process 0)")
+    assert load_checkpoint(tmp_path / "run" / "checkpoints" / "latest.pt")["step"] == 2
 
 
 def test_two_nodes_on_loopback_complete(tmp_path):

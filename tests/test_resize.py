@@ -49,3 +49,11 @@ def test_channels_last_input_stays_channels_last_as_with_interpolate(dst):
     ref = F.interpolate(x, size=dst, mode="nearest")
     assert torch.equal(y, ref)
     assert y.is_contiguous(memory_format=torch.channels_last) == ref.is_contiguous(memory_format=torch.channels_last)
+
+
+def test_a_one_pixel_input_gives_a_writable_copy():
+    x = torch.randn(1, 2, 1, 1)
+    y = resize_nearest(x, (3, 4))
+    assert 0 not in y.stride()
+    y[0, 0, 0, 0] = 7.0  # writes one pixel only
+    assert (y[0, 0] == 7.0).sum() == 1 and torch.equal(y[0, 1], x[0, 1].expand(3, 4))

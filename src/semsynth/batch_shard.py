@@ -101,9 +101,10 @@ class BatchShard:
         hit = self._cache.get("counts")
         if hit is not None and hit[0] == key:
             return hit[1]
-        counts = torch.bincount(label.reshape(-1), minlength=self.num_ids)[: self.num_ids].to(torch.float32)
+        counts = torch.bincount(label.reshape(-1), minlength=self.num_ids)[: self.num_ids]
         if self.reduce_sum is not None:
-            counts = self.reduce_sum(counts)
+            counts = self.reduce_sum(counts)  # int64: exact for any batch
+        counts = counts.to(torch.float32)
         self._cache["counts"] = (key, counts)
         return counts
 

@@ -12,18 +12,25 @@ import torch
 __all__ = ["kl_divergence", "reparameterize"]
 
 
-def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, shard=None) -> torch.Tensor:
     """``−½ Σ (1 + logvar − mu² − exp(logvar))`` over all elements (scalar ≥ 0).
 
     Args:
         mu, logvar: ``(N, z_dim)`` float, same shape.
+        shard: a :class:`semsynth.batch_shard.BatchShard` when ``mu`` is this process's slice
+            of a global batch: the slice's sum is scaled by ``global_size / size``, so that
+            the mean over the processes (what data-parallel gradient averaging takes) is the
+            global batch's sum, as one process computes it. ``None`` = one process.
 
     Raises:
         ValueError: shapes differ.
     """
     if mu.shape != logvar.shape:
         raise ValueError(f"kl_divergence: mu {tuple(mu.shape)} vs logvar {tuple(logvar.shape)}")
-    return -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
+    if shard is not None and shard.size != shard.global_size:
+        kl = kl * (shard.global_size / shard.size)
+    return kl
 
 
 def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Generator | None = None,

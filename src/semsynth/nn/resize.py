@@ -66,8 +66,10 @@ def _repeat(x: torch.Tensor, a: int, b: int) -> torch.Tensor:
     if _memory_format(x) == torch.channels_last:
         # keep channels_last (what a conv on channels_last input returns) without a layout copy
         nhwc = x.permute(0, 2, 3, 1)[:, :, None, :, None, :].expand(n, h, a, w, b, c)
-        return nhwc.reshape(n, h * a, w * b, c).permute(0, 3, 1, 2)
-    return x[:, :, :, None, :, None].expand(n, c, h, a, w, b).reshape(n, c, h * a, w * b)
+        out = nhwc.reshape(n, h * a, w * b, c).permute(0, 3, 1, 2)
+    else:
+        out = x[:, :, :, None, :, None].expand(n, c, h, a, w, b).reshape(n, c, h * a, w * b)
+    return out.clone() if 0 in out.stride() else out  # a 1-pixel axis: reshape kept the broadcast view
 
 
 class _Repeat(torch.autograd.Function):

@@ -117,5 +117,6 @@ def restore_rng(state: dict[str, Any], train_rng: torch.Generator) -> None:
     np.random.set_state(state["numpy"])
     random.setstate(state["python"])
     train_rng.set_state(state["train"])
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+    if "cuda" in state and torch.cuda.is_available():  # as many GPUs as both runs have
+        for i, s in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(s, i)

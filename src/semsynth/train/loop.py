@@ -255,6 +255,7 @@ class Trainer:
             self.lock.check()  # fail at once if another process trains here
         self.resumed_from: Path | None = None
         self._signal: int | None = None
+        self._signal_time = 0.0
         self._tb = None  # TensorBoard SummaryWriter while run() runs
         self.device = self.dist.device
         if cfg.train.threads > 0:
@@ -369,9 +370,15 @@ class Trainer:
         atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
 
     def _on_signal(self, signum, frame) -> None:
-        if self._signal is not None:  # a second signal: stop now, without a checkpoint
+        now = time.monotonic()
+        if self._signal is not None:
+            # Under torchrun the same signal often arrives twice within milliseconds (SLURM
+            # signals every process of the step, and the torchrun agent forwards its own copy):
+            # that is one request. A later second signal means: stop now, without a checkpoint.
+            if self.dist.distributed and signum == self._signal and now - self._signal_time < 5.0:
+                return
             raise KeyboardInterrupt
-        self._signal = signum
+        self._signal, self._signal_time = signum, now
 
     def refresh_batches(self) -> Iterator[tuple[torch.Tensor, list[int]]]:
         """Deterministic (one-hot, seeds) batches of training label maps for the BN refresh."""
@@ -471,12 +478,20 @@ class Trainer:
 
     # -------------------------------------------------------------------- loop
     def _check_finite(self, phase: str, losses: dict) -> None:
-        """Raise :class:`TrainingDiverged` if the phase's total loss is NaN or infinite."""
-        if not torch.isfinite(losses["total"]):
-            vals = {k: float(v.detach()) for k, v in losses.items()}
-            where = f" in process {self.dist.rank} of {self.dist.world_size}" if self.dist.distributed else ""
-            raise TrainingDiverged(f"non-finite {phase} loss at step {self.step + 1}{where}: {vals}; "
-                                   f"the last good checkpoint is kept in {self.out / 'checkpoints'}")
+        """Raise :class:`TrainingDiverged` if the phase's total loss is NaN or infinite — in
+        every process at once when any process's is (collective call under torchrun: a
+        process raising alone would leave the others waiting in the backward's all-reduce)."""
+        bad = not bool(torch.isfinite(losses["total"]))
+        if not self.dist.any(int(bad)):
+            return
+        ckpts = self.out / "checkpoints"
+        if not bad:
+            raise TrainingDiverged(f"non-finite {phase} loss at step {self.step + 1} in another process "
+                                   f"(this is process {self.dist.rank}); the last good checkpoint is kept in {ckpts}")
+        vals = {k: float(v.detach()) for k, v in losses.items()}
+        where = f" in process {self.dist.rank} of {self.dist.world_size}" if self.dist.distributed else ""
+        raise TrainingDiverged(f"non-finite {phase} loss at step {self.step + 1}{where}: {vals}; "
+                               f"the last good checkpoint is kept in {ckpts}")
 
     def close(self) -> None:
         """Leave the process group of a data-parallel run (after :meth:`run`; nothing to do

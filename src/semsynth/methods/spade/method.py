@@ -108,7 +108,7 @@ class SPADE(Method):
             if self.generator.encoder is not None:
                 mu, logvar = self.generator.encode(image)
                 z = reparameterize(mu, logvar, rng, shard)
-                out["G_kld"] = cfg.lambda_kld * kl_divergence(mu, logvar)
+                out["G_kld"] = cfg.lambda_kld * kl_divergence(mu, logvar, shard)
             fake = self.generator(onehot, z)
             out.update(multiscale_g_terms(self.discriminator, onehot, fake, image, cfg.lambda_feat))
             if cfg.lambda_vgg > 0:
