@@ -22,7 +22,7 @@ import torch
 from semsynth.config import load_config
 from semsynth.data import dataset_info
 from semsynth.train.ema import make_ema, update_ema
-from semsynth.train.loop import build_method, select_device, train_step
+from semsynth.train.loop import build_method, configure_backends, select_device, train_step
 
 #: Dense (no sparsity) peak TFLOP/s from the vendors' data sheets: (TF32, BF16).
 PEAK_TFLOPS = {
@@ -58,12 +58,7 @@ def main() -> None:
     dev = select_device(cfg.train.device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise SystemExit(f"train_step.py: device {dev} asked for, but CUDA is not available on this machine")
-    if dev.type == "cuda":  # as the training loop
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-    elif cfg.train.threads > 0:
-        torch.set_num_threads(cfg.train.threads)
+    configure_backends(dev, cfg.train.threads)  # as the training loop
     info = dataset_info(cfg.data)
     b = args.batch_size or cfg.train.batch_size
     torch.manual_seed(0)

@@ -68,6 +68,19 @@ def select_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+def configure_backends(device: torch.device, threads: int) -> None:
+    """What every training process sets before it builds its networks: ``threads`` CPU
+    threads for torch (0 = torch's default), and on CUDA TF32 convolutions/matmuls and tuned
+    (cudnn.benchmark) kernels. Process-wide torch settings; used by :class:`Trainer` and
+    ``benchmarks/train_step.py``."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+
 def build_method(cfg: Config, info: DatasetInfo):
     """Instantiate the method of ``cfg`` for the label space ``info``."""
     cls = get_method(cfg.method)
@@ -258,12 +271,7 @@ class Trainer:
         self._signal_time = 0.0
         self._tb = None  # TensorBoard SummaryWriter while run() runs
         self.device = self.dist.device
-        if cfg.train.threads > 0:
-            torch.set_num_threads(cfg.train.threads)
-        if self.device.type == "cuda":  # TF32 convolutions/matmuls and tuned kernels on GPUs
-            torch.backends.cuda.matmul.allow_tf32 = True
-            torch.backends.cudnn.allow_tf32 = True
-            torch.backends.cudnn.benchmark = True
+        configure_backends(self.device, cfg.train.threads)
         latest = self.out / "checkpoints" / "latest.pt"
         ckpt = None
         if resume:
