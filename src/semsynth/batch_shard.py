@@ -77,6 +77,14 @@ class BatchShard:
         """
         return self._slice(torch.randn(self.global_size, *shape, generator=rng)).to(device)
 
+    def rand(self, rng: torch.Generator, *shape: int, device=None) -> torch.Tensor:
+        """``U[0, 1)`` draws for this slice, drawn like :meth:`randn`.
+
+        Returns:
+            ``(size, *shape)`` float32.
+        """
+        return self._slice(torch.rand(self.global_size, *shape, generator=rng)).to(device)
+
     def randint(self, rng: torch.Generator, high: int, *shape: int, device=None) -> torch.Tensor:
         """Integers in ``[0, high)`` for this slice, drawn like :meth:`randn`.
 

@@ -32,7 +32,7 @@ from semsynth.batch_shard import BatchShard
 
 
 def class_balance_weights(label: torch.Tensor, semantic_nc: int, ignore_index: int | None,
-                          shard: BatchShard | None = None) -> torch.Tensor:
+                          shard: BatchShard | None = None, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Per-pixel class-balancing weights.
 
     Args:
@@ -42,23 +42,30 @@ def class_balance_weights(label: torch.Tensor, semantic_nc: int, ignore_index: i
         shard: where ``label`` sits in the global batch; ``None`` = ``label`` is the whole
             batch. With several processes the counts are summed over them (a collective
             call: every process must call it).
+        valid: ``(B, H, W)`` bool or ``None``; pixels that are False (augmentation padding,
+            :mod:`semsynth.nn.diffaug`) are not counted and get weight 0, like don't-care.
 
     Returns:
         ``(B, H, W)`` float32: ``B·H·W / (K · n_c)`` at pixels of id ``c``, 0 at don't-care,
         with ``B·H·W``, ``K`` and ``n_c`` of the global batch.
     """
     shard = shard or BatchShard.whole(label.shape[0], semantic_nc)
-    counts = shard.label_counts(label).clone()
+    if valid is not None:  # an id past the label space is left out of the counts
+        counts = shard.label_counts(torch.where(valid, label, torch.full_like(label, semantic_nc))).clone()
+    else:
+        counts = shard.label_counts(label).clone()
     if ignore_index is not None:
         counts[ignore_index] = 0
     present = counts > 0
     k = present.sum().clamp(min=1).to(torch.float32)
     coeff = torch.where(present, shard.global_numel(label) / (k * counts.clamp(min=1)), torch.zeros_like(counts))
-    return coeff[label]
+    weights = coeff[label]
+    return weights if valid is None else weights * valid
 
 
 def n1_cross_entropy(logits: torch.Tensor, label: torch.Tensor, for_real: bool,
-                     ignore_index: int | None, shard: BatchShard | None = None) -> torch.Tensor:
+                     ignore_index: int | None, shard: BatchShard | None = None,
+                     valid: torch.Tensor | None = None, focal_gamma: float = 0.0) -> torch.Tensor:
     """The OASIS (N+1)-class cross-entropy.
 
     Args:
@@ -70,18 +77,30 @@ def n1_cross_entropy(logits: torch.Tensor, label: torch.Tensor, for_real: bool,
         ignore_index: don't-care id (weight 0 in the real term).
         shard: this process's slice of the global batch (class weights of the global
             batch; see :func:`class_balance_weights`); ``None`` = one process.
+        valid: ``(B, H, W)`` bool or ``None``: pixels that are False (augmentation padding
+            or cutout) contribute nothing to either term.
+        focal_gamma: γ ≥ 0 of the focal variant (Lin et al., ICCV 2017): each pixel's CE is
+            multiplied by ``(1 − p_target)^γ`` (p the softmax probability of the target,
+            differentiated through as in the focal loss); 0 = plain CE.
+            DP-SIMS trains with a pixel-wise focal N+1 loss (arXiv 2312.13314, Sec. 3).
 
     Returns:
         Scalar: mean over this process's ``B·H·W`` pixels (the mean of the processes'
         values, which data-parallel gradient averaging takes, is the global batch's mean).
     """
+    target = label + 1 if for_real else torch.zeros_like(label)
+    if valid is not None and for_real:
+        target = torch.where(valid, target, torch.zeros_like(target))  # any id: weight 0 there
+    per_pixel = F.cross_entropy(logits, target, reduction="none")
+    if focal_gamma:
+        p_t = torch.exp(-per_pixel)
+        per_pixel = (1 - p_t).pow(focal_gamma) * per_pixel
     if for_real:
-        target = label + 1
-        per_pixel = F.cross_entropy(logits, target, reduction="none")
-        weights = class_balance_weights(label, logits.shape[1] - 1, ignore_index, shard)
+        weights = class_balance_weights(label, logits.shape[1] - 1, ignore_index, shard, valid)
         return (per_pixel * weights).mean()
-    target = torch.zeros_like(label)
-    return F.cross_entropy(logits, target)
+    if valid is not None:
+        per_pixel = per_pixel * valid
+    return per_pixel.mean()
 
 
 LABELMIX_MASKS = ("batch", "image")

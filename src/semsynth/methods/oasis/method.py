@@ -14,6 +14,18 @@ Ablation parts (the paper's Sec. 4 discriminator/VGG ablation; ``configs/ablatio
   map) trained with the hinge loss, and adds feature matching (``model.lambda_feat``, 10) to
   G (:mod:`semsynth.losses.gan`) — SPADE's adversarial set-up around the OASIS generator.
   LabelMix and class balancing belong to the N+1 loss and are off then.
+
+Pretrained-backbone discriminator (DP-SIMS, Berrada et al., CVPR 2024; issue 18):
+
+* ``model.discriminator_type: pretrained_unet`` uses
+  :class:`semsynth.methods.oasis.pretrained_discriminator.PretrainedUNetDiscriminator`
+  (frozen ImageNet EfficientNet-Lite0 encoder, conditioned features, trainable U-Net
+  decoder, N+1 outputs) with the same class-balanced N+1 loss and LabelMix; settings in
+  ``model.pretrained``. Only its decoder is trained (``phase_parameters``).
+* ``model.diffaug`` (e.g. ``color,translation,cutout``): DiffAugment before every D call,
+  one draw per image shared by its fake, real and LabelMix versions, label map and mask
+  moved with the geometry, padded/cut pixels out of the loss (:mod:`semsynth.nn.diffaug`).
+* ``model.focal_gamma`` > 0: the focal N+1 cross-entropy (DP-SIMS's pixel-wise focal loss).
 """
 
 from __future__ import annotations
@@ -27,9 +39,11 @@ from semsynth.labels import one_hot
 from semsynth.losses.gan import multiscale_d_terms, multiscale_g_terms
 from semsynth.losses.n1 import LABELMIX_MASKS, labelmix_loss, labelmix_mask, n1_cross_entropy
 from semsynth.losses.vgg import vgg_loss
-from semsynth.methods.base import Method
+from semsynth.methods.base import Method, count_parameters
 from semsynth.methods.oasis.discriminator import DiscriminatorConfig, OASISDiscriminator
 from semsynth.methods.oasis.generator import GeneratorConfig, OASISGenerator
+from semsynth.methods.oasis.pretrained_discriminator import PretrainedDConfig, PretrainedUNetDiscriminator
+from semsynth.nn.diffaug import diff_augment, parse_policy
 from semsynth.nn.init import apply_init
 from semsynth.nn.patch_gan import MultiscaleDiscriminator, PatchGANConfig
 from semsynth.nn.perceptual import require_vgg16
@@ -54,10 +68,20 @@ class OASISConfig:
             defaults), for G and D.
         lambda_vgg: weight of the VGG perceptual loss in G's loss (0 = off, the OASIS
             method; 10 = the official ``--add_vgg_loss`` setting).
-        discriminator_type: ``"oasis"`` (U-Net, N+1 loss, LabelMix) or
-            ``"multiscale_patchgan"`` (SPADE's D from ``patchgan``, hinge + feature matching).
+        discriminator_type: ``"oasis"`` (U-Net, N+1 loss, LabelMix),
+            ``"pretrained_unet"`` (the same losses, D over a frozen ImageNet backbone, set
+            in ``pretrained``) or ``"multiscale_patchgan"`` (SPADE's D from ``patchgan``,
+            hinge + feature matching).
         patchgan: the PatchGAN's settings (``multiscale_patchgan`` only).
         lambda_feat: feature-matching weight (``multiscale_patchgan`` only; SPADE: 10).
+        pretrained: the pretrained-backbone D's settings (``pretrained_unet`` only).
+        diffaug: DiffAugment ops before D, comma-separated from ``color``,
+            ``translation``, ``cutout`` (``""`` = none; N+1 discriminators only).
+        focal_gamma: γ of the focal N+1 loss (0 = the OASIS cross-entropy; N+1 only).
+
+    Raises (when the method is built): ConfigError for a setting the chosen discriminator
+    ignores (``pretrained`` changed from its defaults without ``pretrained_unet``;
+    ``diffaug``/``focal_gamma`` with the PatchGAN).
     """
 
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
@@ -70,10 +94,16 @@ class OASISConfig:
     discriminator_type: str = "oasis"
     patchgan: PatchGANConfig = field(default_factory=PatchGANConfig)
     lambda_feat: float = 10.0
+    pretrained: PretrainedDConfig = field(default_factory=PretrainedDConfig)
+    diffaug: str = ""
+    focal_gamma: float = 0.0
 
 
 #: Values of ``OASISConfig.discriminator_type``.
-DISCRIMINATOR_TYPES = ("oasis", "multiscale_patchgan")
+DISCRIMINATOR_TYPES = ("oasis", "pretrained_unet", "multiscale_patchgan")
+#: DiffAugment's translation ratio (DiffAugment, Projected GAN) and Projected GAN's cutout
+#: ratio (``pg_modules/diffaug.py``).
+DIFFAUG_TRANSLATION, DIFFAUG_CUTOUT = 0.125, 0.2
 
 
 @register_method("oasis")
@@ -98,14 +128,31 @@ class OASIS(Method):
             raise ConfigError(f"model.discriminator_type: {model_cfg.discriminator_type!r} is not one of "
                               f"{list(DISCRIMINATOR_TYPES)}")
         self.patchgan = model_cfg.discriminator_type == "multiscale_patchgan"
+        self.pretrained_d = model_cfg.discriminator_type == "pretrained_unet"
+        try:
+            self.diffaug = parse_policy(model_cfg.diffaug)
+        except ValueError as exc:
+            raise ConfigError(f"model.diffaug: {exc}") from None
+        if not self.pretrained_d and model_cfg.pretrained != PretrainedDConfig():
+            raise ConfigError(f"model.pretrained is set but model.discriminator_type is "
+                              f"{model_cfg.discriminator_type!r}: it is used by 'pretrained_unet' only")
+        if self.patchgan and (self.diffaug or model_cfg.focal_gamma):
+            raise ConfigError("model.diffaug and model.focal_gamma apply to the N+1 discriminators only, "
+                              "not to model.discriminator_type 'multiscale_patchgan'")
+        if model_cfg.focal_gamma < 0:
+            raise ConfigError(f"model.focal_gamma: {model_cfg.focal_gamma} must be >= 0")
         if self.patchgan:
             self.discriminator = MultiscaleDiscriminator(model_cfg.patchgan, info.semantic_nc + 3)
+        elif self.pretrained_d:
+            self.discriminator = PretrainedUNetDiscriminator(model_cfg.pretrained, info.semantic_nc)
         else:
             self.discriminator = OASISDiscriminator(model_cfg.discriminator, info.semantic_nc)
         if model_cfg.labelmix_mask not in LABELMIX_MASKS:
             raise ConfigError(f"model.labelmix_mask: {model_cfg.labelmix_mask!r} is not one of {list(LABELMIX_MASKS)}")
         apply_init(self.generator, model_cfg.init, "model.init")
-        apply_init(self.discriminator, model_cfg.init, "model.init")
+        # the pretrained D's backbone keeps its ImageNet weights: only the decoder is initialised
+        apply_init(self.discriminator.decoder if self.pretrained_d else self.discriminator, model_cfg.init,
+                   "model.init")
 
     def parameter_counts(self) -> dict[str, int]:
         """G, G without the noise input channels (the paper's 72.6M for ADE20K), D."""
@@ -117,7 +164,23 @@ class OASIS(Method):
                 c.weight.shape[0] * g.z_dim * c.weight.shape[2] * c.weight.shape[3] for c in convs)
         else:
             counts["G_without_noise_inputs"] = counts["G"]
-        return {"G": counts["G"], "G_without_noise_inputs": counts["G_without_noise_inputs"], "D": counts["D"]}
+        out = {"G": counts["G"], "G_without_noise_inputs": counts["G_without_noise_inputs"], "D": counts["D"]}
+        if self.pretrained_d:  # D = what is trained; the frozen backbone apart
+            out["D"] = count_parameters(self.discriminator.decoder)
+            out["D_frozen_backbone"] = count_parameters(self.discriminator.backbone)
+        return out
+
+    def phase_parameters(self, phase: str):
+        """G's parameters in ``"G"``; D's trainable ones in ``"D"`` (not a frozen backbone)."""
+        if phase == "D" and self.pretrained_d:
+            return self.discriminator.trainable_parameters()
+        return super().phase_parameters(phase)
+
+    def _augment(self, images, label, rng, shard, extra=()):
+        """DiffAugment ``images`` (one draw per image index) if ``model.diffaug`` is set."""
+        if not self.diffaug:
+            return list(images), label, None, list(extra)
+        return diff_augment(images, label, self.diffaug, rng, DIFFAUG_TRANSLATION, DIFFAUG_CUTOUT, extra, shard)
 
     def phase_losses(self, phase, image, label, rng, shard=None):
         shard = shard or BatchShard.whole(label.shape[0], self.info.semantic_nc)
@@ -129,7 +192,9 @@ class OASIS(Method):
             if self.patchgan:
                 out = multiscale_g_terms(self.discriminator, onehot, fake, image, self.model_cfg.lambda_feat)
             else:
-                out = {"G_adv": n1_cross_entropy(self.discriminator(fake), label, True, ignore, shard)}
+                (fake_d,), label_d, valid, _ = self._augment([fake], label, rng, shard)
+                out = {"G_adv": n1_cross_entropy(self.discriminator(fake_d), label_d, True, ignore, shard, valid,
+                                                 self.model_cfg.focal_gamma)}
             if self.model_cfg.lambda_vgg > 0:
                 out["G_vgg"] = self.model_cfg.lambda_vgg * vgg_loss(fake, image)
             out["total"] = sum(out.values())
@@ -142,19 +207,27 @@ class OASIS(Method):
             return out
         b = image.shape[0]
         batch = [fake, image]
+        masks = []
         if self.model_cfg.labelmix:
             mask = labelmix_mask(label, rng, self.model_cfg.labelmix_mask, shard)
             batch.append(mask * image + (1 - mask) * fake)
+            masks = [mask]
+        batch, label, valid, masks = self._augment(batch, label, rng, shard, masks)
         # One D forward on [fake; real; mix]: D has no batch statistics, so this equals
-        # three separate forwards (the official code) up to spectral-norm power steps.
-        logits = self.discriminator(torch.cat(batch))
+        # three separate forwards (the official code) up to spectral-norm power steps
+        # (the pretrained D's conditioning statistics are updated from the real rows only).
+        if self.pretrained_d:
+            logits = self.discriminator(torch.cat(batch), real=slice(b, 2 * b))
+        else:
+            logits = self.discriminator(torch.cat(batch))
         d_fake, d_real = logits[:b], logits[b:2 * b]
-        loss_fake = n1_cross_entropy(d_fake, label, False, ignore)
-        loss_real = n1_cross_entropy(d_real, label, True, ignore, shard)
+        gamma = self.model_cfg.focal_gamma
+        loss_fake = n1_cross_entropy(d_fake, label, False, ignore, valid=valid, focal_gamma=gamma)
+        loss_real = n1_cross_entropy(d_real, label, True, ignore, shard, valid, gamma)
         out = {"D_fake": loss_fake, "D_real": loss_real}
         total = loss_fake + loss_real
         if self.model_cfg.labelmix:
-            lm = labelmix_loss(logits[2 * b:], d_real, d_fake, mask)
+            lm = labelmix_loss(logits[2 * b:], d_real, d_fake, masks[0])
             out["D_labelmix"] = lm
             total = total + self.model_cfg.lambda_labelmix * lm
         out["total"] = total
