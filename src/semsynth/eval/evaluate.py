@@ -79,25 +79,30 @@ def split_images(dataset, limit: int | None) -> tuple[list[int], torch.Tensor, t
     return idx, _stack([x for x, _ in items]), _stack([y for _, y in items])
 
 
-def real_fid_stats(cfg: Config, split: str, limit: int | None, device: torch.device):
-    """Cached Inception statistics of a split's real images at the training resolution.
-
-    Returns:
-        ``(mu (2048,), sigma (2048, 2048))`` float64.
-    """
+def _real_set(cfg: Config, split: str, limit: int | None):
+    """``(dataset, count, cache key)`` of the first ``limit`` real pairs of ``split``."""
     from semsynth.data import build_dataset
-    from semsynth.eval.fid import RealStatsCache, feature_stats, inception_features, load_inception
 
     ds = build_dataset(cfg.data, split, train=False, seed=cfg.seed)
     n = len(ds) if limit is None else min(limit, len(ds))
     key = {"dataset": cfg.data.dataset, "root": str(Path(ds.root).resolve()) if hasattr(ds, "root") else "",
            "split": split, "height": cfg.data.height, "width": cfg.data.width, "count": n,
            "load_size": f"{cfg.data.load_height}x{cfg.data.load_width}"}
+    return ds, n, key
 
-    def compute():
-        model = load_inception(device)
-        _, images, _ = split_images(ds, n)
-        return feature_stats(inception_features(images, model, device=device))
+
+def real_fid_stats(cfg: Config, split: str, limit: int | None, device: torch.device):
+    """Cached Inception statistics of a split's real images at the training resolution.
+
+    Returns:
+        ``(mu (2048,), sigma (2048, 2048))`` float64.
+    """
+    from semsynth.eval.fid import RealStatsCache, feature_stats
+
+    _, n, key = _real_set(cfg, split, limit)
+
+    def compute():  # from the cached features (one Inception pass serves FID and KID)
+        return feature_stats(real_features(cfg, split, n, device))
 
     return RealStatsCache(cache_dir()).get_or_compute(key, compute)
 
@@ -105,14 +110,9 @@ def real_fid_stats(cfg: Config, split: str, limit: int | None, device: torch.dev
 def real_features(cfg: Config, split: str, limit: int | None, device: torch.device) -> np.ndarray:
     """Cached Inception pool3 features ``(N, 2048)`` float64 of a split's real images at the
     training resolution (the first ``limit`` pairs sorted by name), for KID."""
-    from semsynth.data import build_dataset
     from semsynth.eval.fid import RealStatsCache, inception_features, load_inception
 
-    ds = build_dataset(cfg.data, split, train=False, seed=cfg.seed)
-    n = len(ds) if limit is None else min(limit, len(ds))
-    key = {"dataset": cfg.data.dataset, "root": str(Path(ds.root).resolve()) if hasattr(ds, "root") else "",
-           "split": split, "height": cfg.data.height, "width": cfg.data.width, "count": n,
-           "load_size": f"{cfg.data.load_height}x{cfg.data.load_width}"}
+    ds, n, key = _real_set(cfg, split, limit)
 
     def compute():
         _, images, _ = split_images(ds, n)
