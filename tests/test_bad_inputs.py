@@ -87,7 +87,7 @@ def _label_png(env, name, array, mode=None) -> Path:
 
 
 def _ckpt_variant(env, name, change) -> Path:
-    ck = torch.load(env["ckpt"], weights_only=False)
+    ck = torch.load(env["ckpt"], weights_only=True)
     change(ck)
     p = env["tmp"] / name
     torch.save(ck, p)

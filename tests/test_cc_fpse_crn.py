@@ -281,8 +281,8 @@ def test_crn_resumes_bit_identically(crn_run, tmp_path):
     assert main(["train", str(CRN_TINY), "--out", str(part), "--no-progress", "--set", "train.max_steps=1"]) == 0
     assert main(["train", str(CRN_TINY), "--out", str(part), "--no-progress", "--resume",
                  "--set", "train.max_steps=2"]) == 0
-    a = torch.load(crn_run / "checkpoints" / "latest.pt", weights_only=False)
-    b = torch.load(part / "checkpoints" / "latest.pt", weights_only=False)
+    a = torch.load(crn_run / "checkpoints" / "latest.pt", weights_only=True)
+    b = torch.load(part / "checkpoints" / "latest.pt", weights_only=True)
     for k, v in a["method"].items():
         assert torch.equal(v, b["method"][k]), k
 

@@ -247,8 +247,8 @@ def test_spade_trains_with_its_losses_and_resumes_bit_identically(spade_run, tmp
     part = tmp_path / "part"
     assert main(["train", str(SPADE_TINY), "--out", str(part), "--no-progress", "--set", "train.max_steps=3"]) == 0
     assert main(["train", str(SPADE_TINY), "--out", str(part), "--no-progress", "--resume"]) == 0
-    a = torch.load(spade_run / "checkpoints" / "latest.pt", weights_only=False)
-    b = torch.load(part / "checkpoints" / "latest.pt", weights_only=False)
+    a = torch.load(spade_run / "checkpoints" / "latest.pt", weights_only=True)
+    b = torch.load(part / "checkpoints" / "latest.pt", weights_only=True)
     for k, v in a["method"].items():
         assert torch.equal(v, b["method"][k]), k
 

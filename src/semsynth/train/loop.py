@@ -44,7 +44,7 @@ from semsynth.imageio import save_png
 from semsynth.labels import colorize, one_hot, to_uint8_image
 from semsynth.registry import get_method
 from semsynth.train.checkpoint import (
-    capture_rng, checkpoint_config, config_differences, load_checkpoint, restore_rng,
+    UnsafeCheckpoint, capture_rng, checkpoint_config, config_differences, load_checkpoint, restore_rng,
     save_checkpoint,
 )
 from semsynth.batch_shard import BatchShard
@@ -342,6 +342,8 @@ class Trainer:
             raise ConfigError(f"--resume: no checkpoint at {latest}")
         try:
             return load_checkpoint(latest), latest
+        except UnsafeCheckpoint:
+            raise  # refused, not corrupt: no fallback to an older file of the same folder
         except ConfigError as exc:
             problem = str(exc)
         intact = None

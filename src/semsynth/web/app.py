@@ -11,14 +11,24 @@ paint with a brush whose colour is a class (legend below the canvas); Generate `
 (the seeds, the time and the ``semsynth sample`` command that reproduces them are shown);
 re-roll one class or a brushed region (OASIS local re-sampling; the controls say why they are
 off for generators without per-pixel noise); download the label map (id PNG) and the images.
-Errors in input are shown on the page and the server keeps serving. Requests go through a
-queue of bounded length, one generation at a time.
+Errors in input are shown on the page and the server keeps serving.
+
+A crowd: Generate requests (page and API) are handled by up to :data:`HANDLER_THREADS`
+threads, which check their input and hand it to the editor's
+:class:`~semsynth.web.editor.RequestBatcher`; it renders everything waiting in one forward
+pass. At most :data:`QUEUE_SIZE` requests wait; beyond that a request is refused at once
+with a message that says how many are waiting and when to retry. Result files are deleted
+after ``cache_seconds`` (Gradio's cache and the editor's own), so a server that runs for days
+keeps its disk bounded. Measured: ``docs/reliability.md`` ("The editor under load").
 """
 
 from __future__ import annotations
 
+import shutil
 import sys
 import tempfile
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -26,10 +36,39 @@ import numpy as np
 from semsynth.types import SemsynthError
 from semsynth.web.editor import MAX_IMAGES, LabelEditor, load_val
 
-__all__ = ["build_app", "serve", "QUEUE_SIZE"]
+__all__ = ["build_app", "launch", "serve", "QUEUE_SIZE", "HANDLER_THREADS", "CACHE_SECONDS"]
 
-#: Requests waiting at most (beyond it the page says the server is busy).
-QUEUE_SIZE = 16
+#: Requests waiting at most (beyond it a request is refused with a retry time).
+QUEUE_SIZE = 256
+#: Generate requests handled at once (their images go through one batcher).
+HANDLER_THREADS = 16
+#: Result files older than this are deleted (Gradio's cache and the editor's own), seconds.
+CACHE_SECONDS = 3600
+
+
+class _Spool:
+    """The editor's own result files: one folder per request under ``root``; folders older
+    than ``max_age`` seconds are removed whenever a new one is made (at most once a
+    ``max_age / 4``), so the disk holds at most ``max_age`` seconds of results."""
+
+    def __init__(self, max_age: float) -> None:
+        self.root = Path(tempfile.mkdtemp(prefix="semsynth-serve-"))
+        self.max_age = float(max_age)
+        self._last_sweep = time.time()
+        self._lock = threading.Lock()
+
+    def folder(self) -> Path:
+        now = time.time()
+        with self._lock:
+            if now - self._last_sweep >= self.max_age / 4:
+                self._last_sweep = now
+                for d in self.root.iterdir():
+                    try:
+                        if now - d.stat().st_mtime > self.max_age:
+                            shutil.rmtree(d, ignore_errors=True)
+                    except OSError:
+                        pass
+        return Path(tempfile.mkdtemp(dir=self.root))
 
 
 def _hex(rgb) -> str:
@@ -44,11 +83,18 @@ def _legend_html(editor: LabelEditor) -> str:
     return f'<div id="legend">{items}</div>'
 
 
-def build_app(editor: LabelEditor):
+def build_app(editor: LabelEditor, queue_size: int = QUEUE_SIZE, cache_seconds: float = CACHE_SECONDS):
     """The Gradio page for ``editor`` (a ``gr.Blocks``, not launched).
 
     API endpoints (for ``gradio_client``): ``/generate_label`` (label PNG file, first seed, k →
     image files), ``/generate`` and ``/reroll`` (the page's buttons).
+
+    Args:
+        editor: the checkpoint's editor.
+        queue_size: requests waiting at most; one more is refused with the number waiting
+            and a retry time.
+        cache_seconds: result files (Gradio's cache and the editor's) are deleted after
+            this many seconds.
     """
     import gradio as gr
 
@@ -57,7 +103,7 @@ def build_app(editor: LabelEditor):
     colors = [_hex(c) for c in editor.palette]
     why_no_reroll = editor.sampler.local_resampling_unavailable()
     first = editor.from_val(editor.val_names[0]) if editor.val_names else editor.blank(0)
-    tmp = Path(tempfile.mkdtemp(prefix="semsynth-serve-"))
+    spool = _Spool(cache_seconds)
     brush_size = max(2, editor.sampler.width // 16)
 
     def class_id(choice: str | None) -> int | None:
@@ -129,7 +175,7 @@ def build_app(editor: LabelEditor):
     def generate(value, label, first_seed, k):
         lab = current_label(value, label)
         gen = editor.generate(lab, int(first_seed), int(k))
-        path = editor.label_png(lab, tmp / "label_map.png")
+        path = editor.label_png(lab, spool.folder() / "label_map.png")
         return gallery(gen), summary(gen, "Generate"), lab, str(path)
 
     @guarded
@@ -153,19 +199,33 @@ def build_app(editor: LabelEditor):
         return editor_value(label)
 
     @guarded
-    def generate_label(label_png: str, first_seed: int = 0, k: int = 1) -> list[str]:
-        """API: a label PNG (ids or class colours) → ``k`` image files for seeds ``first_seed…``."""
+    def generate_label(label_png: bytes, first_seed: int = 0, k: int = 1) -> list[str]:
+        """API: a label PNG (ids or class colours) → ``k`` image files for seeds ``first_seed…``.
+        (Read as bytes: Gradio's ``type="filepath"`` leaves an empty temp file per call.)"""
         if not label_png:
             raise ValueError("generate_label: no label file given")
-        lab = editor.from_upload(label_png)
+        lab = editor.from_upload(label_png, "label_png")
         gen = editor.generate(lab, int(first_seed), int(k))
         from semsynth.imageio import save_png
 
-        out = Path(tempfile.mkdtemp(dir=tmp))
+        out = spool.folder()
         return [str(save_png(out / f"seed{s}.png", img)) for s, img in zip(gen.seeds, gen.images)]
 
     method = getattr(getattr(editor.sampler, "config", None), "method", "?")
-    with gr.Blocks(title="semsynth editor") as demo:
+    def busy(*_inputs):
+        """Validator run before a Generate request is queued: refuse it, with a retry time,
+        when ``queue_size`` requests are already waiting."""
+        waiting = len(demo._queue) if getattr(demo, "_queue", None) is not None else 0
+        ok = gr.validate(True, "")
+        if waiting < queue_size:
+            return [ok] * len(_inputs)
+        per = editor.batcher.seconds_per_image or 1.0
+        wait = max(1, int(round(waiting * per)))
+        msg = (f"The server is busy: {waiting} requests are waiting (about {wait} s of work). "
+               f"Please retry in {wait} s.")
+        return [gr.validate(False, msg)] + [ok] * (len(_inputs) - 1)  # the message once
+
+    with gr.Blocks(title="semsynth editor", delete_cache=(max(1, int(cache_seconds // 4)), int(cache_seconds))) as demo:
         gr.Markdown(f"## semsynth editor\n`{editor.checkpoint}` — method `{method}`, label space "
                     f"`{info.name}` ({info.semantic_nc} classes), {editor.sampler.height}×{editor.sampler.width}")
         label_state = gr.State(first)
@@ -216,23 +276,26 @@ def build_app(editor: LabelEditor):
         brush_class.change(set_brush, [brush_class], [canvas], api_visibility="private")
         label_state.change(region_canvas, [label_state], [region], api_visibility="private")
         gen_btn.click(generate, [canvas, label_state, seed0, k], [images, status, label_state, label_file],
-                      api_name="generate")
+                      api_name="generate", concurrency_limit=HANDLER_THREADS, concurrency_id="generate",
+                      validator=busy)
         rr_btn.click(reroll, [canvas, label_state, region, rr_class, rr_base, seed0, k], [images, status],
                      api_name="reroll")
         with gr.Row(visible=False):  # the API-only endpoint: a label file in, image files out
-            api_label = gr.File(type="filepath")
+            api_label = gr.File(type="binary")
             api_seed = gr.Number(0, precision=0)
             api_k = gr.Number(1, precision=0)
             api_out = gr.Files()
             api_btn = gr.Button()
-        api_btn.click(generate_label, [api_label, api_seed, api_k], [api_out], api_name="generate_label")
-    demo.queue(max_size=QUEUE_SIZE, default_concurrency_limit=1)
+        api_btn.click(generate_label, [api_label, api_seed, api_k], [api_out], api_name="generate_label",
+                      concurrency_limit=HANDLER_THREADS, concurrency_id="generate", validator=busy)
+    demo.queue(max_size=None, default_concurrency_limit=1)  # the bound is busy()'s, with its message
     return demo
 
 
 def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 7860, device: str = "cpu",
-          block: bool = True):
-    """Load a checkpoint or export and serve the editor on ``host:port``.
+          block: bool = True, queue_size: int = QUEUE_SIZE, cache_seconds: float = CACHE_SECONDS):
+    """Load a checkpoint or export and serve the editor on ``host:port`` (``queue_size``,
+    ``cache_seconds``: as :func:`build_app`).
 
     Returns:
         The launched ``gr.Blocks`` (with ``block=False``; the caller closes it).
@@ -248,8 +311,18 @@ def serve(checkpoint: str, host: str = "127.0.0.1", port: int = 7860, device: st
     if host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {host}: the page has no login; anyone who can reach this address can use it",
               file=sys.stderr)
-    demo = build_app(editor)
+    if queue_size < 1 or cache_seconds <= 0:
+        raise ValueError(f"--queue-size must be >= 1 and --cache-seconds > 0, got {queue_size} and {cache_seconds}")
+    demo = build_app(editor, queue_size=queue_size, cache_seconds=cache_seconds)
     print(f"semsynth serve: http://{'127.0.0.1' if host == '0.0.0.0' else host}:{port}/", flush=True)
+    return launch(demo, host, port, block)
+
+
+def launch(demo, host: str = "127.0.0.1", port: int = 7860, block: bool = True):
+    """Start the Gradio server of a :func:`build_app` page with the editor's limits: uploads
+    above 20 MB get HTTP 413; errors are shown on the page. Returns ``demo``."""
+    from semsynth.web.editor import MAX_UPLOAD_BYTES
+
     demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, show_error=True, quiet=True,
-                max_file_size=f"{20}mb")
+                max_file_size=MAX_UPLOAD_BYTES)
     return demo

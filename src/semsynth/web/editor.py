@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import io
 import os
+import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +31,14 @@ from semsynth.labels import colorize, to_uint8_image
 from semsynth.sample.sampler import Sampler
 from semsynth.types import DataError
 
-__all__ = ["LabelEditor", "Generation", "distinct_palette", "MAX_UPLOAD_BYTES", "MAX_UPLOAD_SIDE"]
+__all__ = ["LabelEditor", "Generation", "RequestBatcher", "distinct_palette", "MAX_UPLOAD_BYTES", "MAX_UPLOAD_SIDE",
+           "MAX_BATCH_IMAGES"]
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 MAX_UPLOAD_SIDE = 4096
 MAX_IMAGES = 16
+#: Images generated in one forward pass by the :class:`RequestBatcher` (requests are never split).
+MAX_BATCH_IMAGES = 32
 
 
 def distinct_palette(palette) -> list[tuple[int, int, int]]:
@@ -68,6 +73,105 @@ class Generation:
     command: str | None
 
 
+class _Request:
+    __slots__ = ("labels", "seeds", "done", "images", "error")
+
+    def __init__(self, labels, seeds) -> None:
+        self.labels, self.seeds = labels, seeds
+        self.done = threading.Event()
+        self.images = None
+        self.error: BaseException | None = None
+
+
+class RequestBatcher:
+    """Serves concurrent generation requests in batches: one worker thread takes every request
+    waiting (up to ``max_images`` images, whole requests only) and renders them in one
+    :meth:`Sampler.generate` pass, so a crowd costs a few forward passes instead of one each.
+
+    The images are those of one request at a time: each image depends only on its label map
+    and seed (the generator is in eval mode; BatchNorm uses running statistics), and the
+    uint8 pixels equal a batch-of-one pass (checked in ``tests/test_web.py``). ``lock``
+    serialises every other use of the sampler (re-roll) with the batches.
+
+    Args:
+        sampler: the editor's sampler.
+        max_images: images per forward pass at most (>= ``MAX_IMAGES``, the largest request).
+    """
+
+    def __init__(self, sampler: Sampler, max_images: int = MAX_BATCH_IMAGES) -> None:
+        if max_images < MAX_IMAGES:
+            raise ValueError(f"max_images {max_images} < {MAX_IMAGES}, the largest request")
+        self.sampler = sampler
+        self.max_images = int(max_images)
+        self.lock = threading.Lock()
+        self._pending: queue.SimpleQueue[_Request] = queue.SimpleQueue()
+        self._worker: threading.Thread | None = None
+        self._start_lock = threading.Lock()
+        self.batches = 0  # forward passes run (for tests and the load benchmark)
+        self.seconds_per_image: float | None = None  # running mean of the recent passes
+
+    def generate(self, labels, seeds: list[int]):
+        """Images for ``labels`` ``(K, H, W)`` int64 (prepared by :meth:`Sampler.prepare_label`)
+        and one seed each; blocks until rendered. Thread-safe.
+
+        Returns:
+            ``(K, 3, H, W)`` float32 in [-1, 1] on the CPU.
+
+        Raises:
+            ValueError: more than ``max_images`` images, or seeds and label maps of different counts.
+            Whatever the sampler raises for this batch.
+        """
+        if len(seeds) != labels.shape[0] or not 1 <= len(seeds) <= self.max_images:
+            raise ValueError(f"{len(seeds)} seeds for {labels.shape[0]} label maps (1-{self.max_images} images)")
+        req = _Request(labels, list(seeds))
+        with self._start_lock:
+            if self._worker is None or not self._worker.is_alive():
+                self._worker = threading.Thread(target=self._run, name="semsynth-batcher", daemon=True)
+                self._worker.start()
+        self._pending.put(req)
+        req.done.wait()
+        if req.error is not None:
+            raise req.error
+        return req.images
+
+    def _run(self) -> None:
+        import torch
+
+        carry: _Request | None = None
+        while True:
+            batch = [carry if carry is not None else self._pending.get()]
+            carry = None
+            n = len(batch[0].seeds)
+            while True:
+                try:
+                    nxt = self._pending.get_nowait()
+                except queue.Empty:
+                    break
+                if n + len(nxt.seeds) > self.max_images:
+                    carry = nxt
+                    break
+                batch.append(nxt)
+                n += len(nxt.seeds)
+            try:
+                with self.lock:
+                    labels = torch.cat([r.labels for r in batch])
+                    seeds = [s for r in batch for s in r.seeds]
+                    t = time.perf_counter()
+                    imgs = self.sampler.generate(labels, seeds=seeds, batch_size=len(seeds)).cpu()
+                    per = (time.perf_counter() - t) / len(seeds)
+                    self.seconds_per_image = per if self.seconds_per_image is None else 0.8 * self.seconds_per_image + 0.2 * per
+                    self.batches += 1
+                i = 0
+                for r in batch:
+                    r.images = imgs[i:i + len(r.seeds)]
+                    i += len(r.seeds)
+            except BaseException as exc:  # noqa: BLE001 — handed to every waiting request
+                for r in batch:
+                    r.error = exc
+            for r in batch:
+                r.done.set()
+
+
 class LabelEditor:
     """Label maps and images for the web editor.
 
@@ -79,6 +183,7 @@ class LabelEditor:
 
     def __init__(self, sampler: Sampler, checkpoint: str, val=None) -> None:
         self.sampler = sampler
+        self.batcher = RequestBatcher(sampler)
         self.checkpoint = str(checkpoint)
         self.val = val
         self.info = sampler.info
@@ -112,12 +217,16 @@ class LabelEditor:
             raise DataError(f"class id {class_id} is not in 0-{self.info.semantic_nc - 1}")
         return np.full((self.sampler.height, self.sampler.width), int(class_id), dtype=np.int64)
 
-    def from_upload(self, path: str | os.PathLike) -> np.ndarray:
+    def from_upload(self, path: str | os.PathLike | bytes, name: str = "upload") -> np.ndarray:
         """An uploaded label picture → ``(H, W)`` int64 at the generator's size.
 
         Accepted: PNG or JPEG up to 20 MB and 4096×4096; a grey or palette PNG holds ids; an RGB
         picture whose three channels are equal holds ids too; any other RGB picture holds class
         colours (the legend's), which must all be class colours.
+
+        Args:
+            path: the file, or its bytes.
+            name: the name in messages when ``path`` is bytes.
 
         Raises:
             DataError: too large, not a PNG/JPEG, unreadable, ids outside the label space, or
@@ -125,12 +234,14 @@ class LabelEditor:
         """
         from PIL import Image
 
-        p = Path(path)
-        name = p.name
-        size = p.stat().st_size
+        if isinstance(path, (bytes, bytearray)):
+            size = len(path)
+        else:
+            p = Path(path)
+            name, size = p.name, p.stat().st_size
         if size > MAX_UPLOAD_BYTES:
             raise DataError(f"{name}: {size / 2**20:.1f} MB is larger than the 20 MB limit")
-        data = p.read_bytes()
+        data = bytes(path) if isinstance(path, (bytes, bytearray)) else p.read_bytes()
         try:
             with Image.open(io.BytesIO(data)) as im:
                 fmt = im.format
@@ -235,7 +346,7 @@ class LabelEditor:
             seeds = seeds[:1]
         lab = self.sampler.prepare_label(label, "<page>")
         t = time.perf_counter()
-        imgs = self.sampler.sample_many(lab, seeds, batch_size=1)  # fastest per image on a CPU; same pixels as the CLI
+        imgs = self.batcher.generate(lab.expand(len(seeds), -1, -1), seeds)  # with other requests waiting
         dt = time.perf_counter() - t
         rng = f"{seeds[0]}-{seeds[-1]}" if len(seeds) > 1 else str(seeds[0])
         cmd = f"semsynth sample {self.checkpoint} --labels LABEL.png --seeds {rng}"
@@ -261,7 +372,8 @@ class LabelEditor:
         if not bool(region.any()):
             raise DataError("the region to re-roll is empty (that class is not in the label map, or nothing was brushed)")
         t = time.perf_counter()
-        imgs = self.sampler.resample_region(lab, region, int(base_seed), seeds, batch_size=1)
+        with self.batcher.lock:
+            imgs = self.sampler.resample_region(lab, region, int(base_seed), seeds, batch_size=1)
         dt = time.perf_counter() - t
         cmd = None
         if class_id is not None and mask is None:
