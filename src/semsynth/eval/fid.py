@@ -31,8 +31,10 @@ accepted pytorch-fid discrepancy; FIDs are comparable with pytorch-fid, not bit-
 TF's). Resizing before or after the affine normalisation is equivalent (both linear).
 No antialiasing is applied (as pytorch-fid), also when downsampling.
 
-The Fréchet distance follows pytorch-fid's ``calculate_frechet_distance``
-(mseitzer/pytorch-fid, ``src/pytorch_fid/fid_score.py``, Apache-2.0), re-implemented here.
+The Fréchet distance is pytorch-fid's ``calculate_frechet_distance`` (mseitzer/pytorch-fid,
+``src/pytorch_fid/fid_score.py``, Apache-2.0) in value, with the matrix square-root trace
+taken from symmetric eigendecompositions (see :func:`frechet_distance`; within 4e-4 FID of
+the sqrtm form, which :func:`frechet_distance_sqrtm` keeps as the reference).
 
 Speed (measured on this project's 2-core CPU box, 96×128 inputs, batch 20): ~0.13–0.16 s per
 image with ``torch.set_num_threads(1)``; with 2 threads on the shared (oversubscribed)
@@ -92,6 +94,7 @@ __all__ = [
     "inception_features",
     "feature_stats",
     "frechet_distance",
+    "frechet_distance_sqrtm",
     "fid_from_features",
     "kernel_inception_distance",
     "RealStatsCache",
@@ -270,21 +273,25 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
                      eps: float = 1e-6) -> float:
     """Fréchet distance between N(mu1, sigma1) and N(mu2, sigma2).
 
-    ``d² = |mu1 - mu2|² + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^½)``, computed as
-    pytorch-fid's ``calculate_frechet_distance`` (mseitzer/pytorch-fid, Apache-2.0; own
-    implementation): ``scipy.linalg.sqrtm(sigma1 @ sigma2, disp=False)``; if the result is
-    not finite, retry with ``eps·I`` added to both covariances; a complex result whose
-    diagonal imaginary part exceeds 1e-3 is an error, otherwise its real part is used.
+    ``d² = |mu1 - mu2|² + tr(sigma1) + tr(sigma2) - 2 tr((sigma1 sigma2)^½)`` (the FID of
+    Heusel et al. 2017). The trace term is computed from symmetric eigendecompositions:
+    for covariances (symmetric PSD), ``sigma1 sigma2`` is similar to the PSD matrix
+    ``S = sigma1^½ sigma2 sigma1^½``, so ``tr((sigma1 sigma2)^½) = Σ √λ_i(S)``, with
+    ``sigma1^½`` from ``eigh`` (round-off negatives clipped to 0). pytorch-fid
+    (``calculate_frechet_distance``, mseitzer/pytorch-fid) takes ``scipy.linalg.sqrtm`` of the
+    non-symmetric product instead; on 2048-d Inception statistics of 4–500 images the two
+    agree within 4e-4 FID and this is ~5× faster (``tests/test_metrics_fid_diversity.py``
+    checks the agreement on rank-deficient covariances).
 
     Args:
         mu1, mu2: ``(D,)`` means. sigma1, sigma2: ``(D, D)`` covariances.
-        eps: diagonal offset for singular products.
+        eps: unused (kept for call compatibility with pytorch-fid's signature).
 
     Returns:
         The distance (a Python float; ≥ 0 up to round-off).
 
     Raises:
-        ValueError: shape mismatch, or a significant imaginary component in the square root.
+        ValueError: shape mismatch, or covariances that are not finite.
     """
     mu1 = np.atleast_1d(np.asarray(mu1, dtype=np.float64))
     mu2 = np.atleast_1d(np.asarray(mu2, dtype=np.float64))
@@ -294,16 +301,37 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         raise ValueError(f"mean shapes differ: {mu1.shape} vs {mu2.shape}")
     if sigma1.shape != sigma2.shape or sigma1.shape != (mu1.shape[0], mu1.shape[0]):
         raise ValueError(f"covariance shapes {sigma1.shape}, {sigma2.shape} do not fit mean {mu1.shape}")
+    if not (np.isfinite(sigma1).all() and np.isfinite(sigma2).all()):
+        raise ValueError("covariances hold NaN or inf")
     diff = mu1 - mu2
+    w, v = np.linalg.eigh((sigma1 + sigma1.T) / 2)
+    root1 = (v * np.sqrt(np.clip(w, 0.0, None))) @ v.T
+    s = root1 @ sigma2 @ root1
+    lam = np.clip(np.linalg.eigvalsh((s + s.T) / 2), 0.0, None)
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.sqrt(lam).sum())
+
+
+def frechet_distance_sqrtm(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                           eps: float = 1e-6) -> float:
+    """The Fréchet distance as pytorch-fid computes it (``scipy.linalg.sqrtm(sigma1 @ sigma2)``;
+    if not finite, retry with ``eps·I`` added to both; the real part of a complex result whose
+    diagonal imaginary part is below 1e-3). The reference :func:`frechet_distance` is checked
+    against; slow at D = 2048 (a Schur decomposition of a non-symmetric matrix).
+
+    Raises:
+        ValueError: a significant imaginary component in the square root.
+    """
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
     covmean = _sqrtm(sigma1 @ sigma2)
     if not np.isfinite(covmean).all():
         offset = np.eye(sigma1.shape[0]) * eps
         covmean = _sqrtm((sigma1 + offset) @ (sigma2 + offset))
     if np.iscomplexobj(covmean):
         if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
-            m = np.max(np.abs(covmean.imag))
-            raise ValueError(f"sqrtm has an imaginary component {m}")
+            raise ValueError(f"sqrtm has an imaginary component {np.max(np.abs(covmean.imag))}")
         covmean = covmean.real
+    diff = mu1 - mu2
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
 
 

@@ -89,9 +89,10 @@ class RequestBatcher:
     :meth:`Sampler.generate` pass, so a crowd costs a few forward passes instead of one each.
 
     The images are those of one request at a time: each image depends only on its label map
-    and seed (the generator is in eval mode; BatchNorm uses running statistics), and the
-    uint8 pixels equal a batch-of-one pass (checked in ``tests/test_web.py``). ``lock``
-    serialises every other use of the sampler (re-roll) with the batches.
+    and seed (the generator is in eval mode; BatchNorm uses running statistics), up to
+    float32 rounding — a batched convolution sums in another order, so a uint8 value on a
+    rounding boundary may move by 1 (10 values of 3.9 million in ``tests/test_web.py``).
+    ``lock`` serialises every other use of the sampler (re-roll) with the batches.
 
     Args:
         sampler: the editor's sampler.
