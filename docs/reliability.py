@@ -72,9 +72,10 @@ its result files stay under the cache-age bound. Hostile requests, each answered
 and followed by a served request: `/gradio_api/file=` probes for `/etc/passwd`, `../` paths
 (plain and URL-encoded) and the checkpoint (403/404); a 21 MB upload (413); a truncated PNG,
 an empty file, ids out of range, a 4097-pixel-wide map, k = 99 (messages); a 4096×4096 id map
-is served, resized to the generator's size. Beyond the queue (a server with `queue_size=1`,
-12 clients at once): some are refused with the number waiting and a retry time, the rest
-served, and the next request too.
+is served, resized to the generator's size. Beyond the queue (a server with `queue_size=1`
+whose generator is held busy, 24 clients at once): those in the handlers and the one waiting
+are served when it is free, the others refused at once with the number waiting and a retry
+time (13 of 24 in one run), and the next request is served.
 """.splitlines()
 
 

@@ -419,23 +419,37 @@ def test_hostile_requests_get_errors_and_the_next_request_is_served(server, ckpt
 
 
 def test_beyond_the_queue_a_request_is_refused_with_a_retry_time(editor):
-    """A server whose queue holds 1: of 12 simultaneous requests, some are refused at once with
-    the number waiting and a retry time; the rest are served, and so is the next one."""
-    from gradio_client import Client
+    """A server whose queue holds 1, its generator held busy: of 24 simultaneous requests, those
+    in the handlers (at most 16) and 1 waiting are served once the generator is free; the
+    others are refused at once with the number waiting and a retry time; the next one is
+    served."""
+    from concurrent.futures import ThreadPoolExecutor, wait
 
-    from semsynth.web.app import build_app, launch
+    from gradio_client import Client, handle_file
+
+    from semsynth.web.app import HANDLER_THREADS, build_app, launch
 
     port = _free_port()
     demo = launch(build_app(editor, queue_size=1), "127.0.0.1", port, block=False)
+    n = HANDLER_THREADS + 8
     try:
         url = f"http://127.0.0.1:{port}/"
-        clients = [Client(url, verbose=False) for _ in range(12)]
-        out = _load_bench().crowd_round(clients, str(LABEL), 1)["results"]
-        refused = [str(r) for r in out if isinstance(r, Exception)]
-        assert refused and len(refused) < 12, out
-        assert all(re.search(r"The server is busy: \d+ requests are waiting .* Please retry in \d+ s", m) for m in refused), refused
-        from gradio_client import handle_file
-
+        clients = [Client(url, verbose=False) for _ in range(n)]
+        with ThreadPoolExecutor(n) as ex:
+            with editor.batcher.lock:  # the generator is busy: handlers wait, requests queue
+                futs = [ex.submit(c.predict, handle_file(str(LABEL)), i, 1, api_name="/generate_label")
+                        for i, c in enumerate(clients)]
+                end = time.time() + 120
+                while sum(f.done() for f in futs) < n - HANDLER_THREADS - 1 and time.time() < end:
+                    time.sleep(0.1)
+            wait(futs, timeout=120)
+        refused = [str(f.exception()) for f in futs if f.exception() is not None]
+        served = [f.result() for f in futs if f.exception() is None]
+        # how many Gradio has moved into handlers when the next request arrives is its timing
+        # (10-16 seen); everything else beyond the one queue place is refused at once
+        assert len(refused) >= n - HANDLER_THREADS - 1 and len(served) >= 2 and len(refused) + len(served) == n
+        assert all(re.search(r"The server is busy: \d+ requests are waiting .* Please retry in \d+ s", m)
+                   for m in refused), refused
         assert len(clients[0].predict(handle_file(str(LABEL)), 0, 1, api_name="/generate_label")) == 1
     finally:
         demo.close()
