@@ -21,7 +21,7 @@ Every file semsynth reads is read without executing code from it
 | file | how it is read |
 |---|---|
 | training checkpoints (`latest.pt`, `step_*.pt`), format v2 | `torch.load(weights_only=True)`: tensors, numbers, strings, `None`, lists/tuples/dicts only; RNG states stored as tensors |
-| checkpoints of format v1 (before this change) | refused with `semsynth convert-checkpoint OLD NEW`, which unpickles OLD fully and says to run it only on a file you trust |
+| checkpoints of format v1 (before this change) | refused with `semsynth convert-checkpoint OLD NEW`, which reads OLD weights-only plus the NumPy array globals of its RNG state (the marker test passes for it too) |
 | exports | safetensors shards + `export.json` |
 | official OASIS checkpoints, ESPNet judges, EfficientNet-Lite0 weights | `torch.load(weights_only=True)` |
 | cached FID statistics | `np.load(allow_pickle=False)` |
@@ -31,9 +31,10 @@ The test builds a checkpoint whose pickle would create a marker file when unpick
 (`__reduce__` → `open(marker, "w")`; an unrestricted `torch.load` does create it) and gives it
 to `sample`, `eval`, `export`, `serve` and `train --resume`: each exits 2 with
 `…/latest.pt: refused: the file holds Python objects beyond tensors and plain data (io.open),
-and reading them could run code. …convert it once with: semsynth convert-checkpoint …`, and
-the marker does not exist. A static test checks that every `torch.load` in `src/` passes
-`weights_only=True` (the converter excepted) and that nothing calls `pickle.load` or
+and reading them could run code. If it is a checkpoint written by semsynth before format v2,
+convert it once with (reads it without running code): semsynth convert-checkpoint …`, and the
+marker does not exist; `convert-checkpoint` refuses it as well. A static test checks that every `torch.load` in `src/` passes
+`weights_only=True` and that nothing calls `pickle.load` or
 `allow_pickle=True`. Exact resume, SIGKILL safety, `--resume-from-last-good` and the export
 tests pass unchanged; their checkpoints are now read with `weights_only=True` in the tests too.
 

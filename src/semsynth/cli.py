@@ -225,11 +225,9 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
     """``semsynth convert-checkpoint OLD NEW``: a format-v1 checkpoint as v2 (weights-only
-    readable). Unpickles OLD, which can run code: only for files the user trusts."""
+    readable). OLD is read without running code from it (see ``convert_checkpoint``)."""
     from semsynth.train.checkpoint import convert_checkpoint
 
-    print(f"semsynth convert-checkpoint: reading {args.old} with full unpickling, which runs any code "
-          "the file carries: do this only for a file you trust.", file=sys.stderr)
     ckpt = convert_checkpoint(args.old, args.new)
     print(json.dumps({"checkpoint": str(args.new), "format": ckpt["format"], "step": int(ckpt.get("step", 0))}))
     return 0
@@ -296,8 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
     x.set_defaults(func=cmd_export)
 
     c = sub.add_parser("convert-checkpoint",
-                       help="rewrite an old (v1) checkpoint so it loads without running code; "
-                            "reads OLD with full unpickling: only for files you trust")
+                       help="rewrite an old (v1) checkpoint as v2 (OLD is read without running code from it)")
     c.add_argument("old")
     c.add_argument("new")
     c.set_defaults(func=cmd_convert_checkpoint)

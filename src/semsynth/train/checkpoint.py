@@ -12,8 +12,9 @@ Reading runs no code from the file: a checkpoint holds only tensors, numbers, st
 ``DatasetInfo`` as plain dicts), and :func:`load_checkpoint` reads it with
 ``torch.load(weights_only=True)``, PyTorch's restricted unpickler, which refuses any other
 Python global. Format v1 files (written before this) stored NumPy and Python RNG state
-objects and are refused with the one-line converter to run on files the user trusts,
-:func:`convert_checkpoint` (``semsynth convert-checkpoint OLD NEW``).
+objects and are refused with the one-line converter,
+:func:`convert_checkpoint` (``semsynth convert-checkpoint OLD NEW``), which reads them with
+the same restricted unpickler plus the NumPy array globals of their RNG state.
 """
 
 from __future__ import annotations
@@ -81,8 +82,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         ConfigError: not a semsynth checkpoint, or unreadable/truncated (names the file).
         UnsafeCheckpoint: (a ConfigError) an old (v1) checkpoint, or a file holding Python
             objects other than tensors and plain data (a pickle that could run code): the
-            message names the file, the refused global and the converter command for files
-            the user trusts.
+            message names the file, the refused global and the converter command.
     """
     path = Path(path)
     if not path.is_file():
@@ -95,34 +95,50 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             raise ConfigError(f"{path}: cannot read checkpoint (UnpicklingError: {exc})") from None
         raise UnsafeCheckpoint(
             f"{path}: refused: the file holds Python objects beyond tensors and plain data ({refused}), "
-            f"and reading them could run code. Checkpoints written by semsynth before format v2 look like "
-            f"this; if you trust where this file came from, convert it once with: "
-            f"semsynth convert-checkpoint {path} NEW.pt") from None
+            f"and reading them could run code. If it is a checkpoint written by semsynth before format v2, "
+            f"convert it once with (reads it without running code): semsynth convert-checkpoint {path} NEW.pt") from None
     except Exception as exc:
         raise ConfigError(f"{path}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         fmt = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
         if fmt in OLD_FORMATS:
-            raise UnsafeCheckpoint(f"{path}: an old checkpoint ({fmt}); if you trust it, convert it once with: "
+            raise UnsafeCheckpoint(f"{path}: an old checkpoint ({fmt}); convert it once with: "
                               f"semsynth convert-checkpoint {path} NEW.pt")
         raise ConfigError(f"{path}: not a semsynth checkpoint (format {fmt})")
     return ckpt
 
 
+def _v1_numpy_globals() -> list:
+    """The globals of a pickled NumPy uint32 array (the v1 checkpoints' NumPy RNG keys)."""
+    import importlib
+
+    try:  # NumPy >= 2
+        multiarray = importlib.import_module("numpy._core.multiarray")
+    except ImportError:  # NumPy 1.x
+        multiarray = importlib.import_module("numpy.core.multiarray")
+    return [multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.uint32))]
+
+
+_V1_NUMPY_GLOBALS = _v1_numpy_globals()
+
+
 def convert_checkpoint(old: str | os.PathLike, new: str | os.PathLike) -> dict[str, Any]:
     """Rewrite a format-v1 checkpoint as v2, readable with ``weights_only=True``.
 
-    **Runs the old file's pickle** (``torch.load(weights_only=False)``): call it only on a
-    file you trust. The v1 NumPy/Python RNG state objects become tensors (as
-    :func:`capture_rng` writes them); everything else is copied. The result is verified by
-    reading it back with :func:`load_checkpoint` before it replaces ``new`` (written
-    atomically; nothing is written on error).
+    The old file is read with PyTorch's weights-only unpickler plus exactly the NumPy globals
+    a v1 checkpoint's RNG state needs (``ndarray``, ``dtype``, the uint32 dtype class and
+    ``_reconstruct``), so converting runs no code from the file either: anything else is
+    refused. The NumPy/Python RNG state objects become tensors (as :func:`capture_rng`
+    writes them); everything else is copied. The result is verified by reading it back
+    weights-only before it replaces ``new`` (written atomically; nothing is written on error;
+    ``new`` may be ``old``).
 
     Returns:
         The converted checkpoint dict.
 
     Raises:
         FileNotFoundError: ``old`` does not exist.
+        UnsafeCheckpoint: ``old`` holds other Python objects (names the global).
         ConfigError: ``old`` is not a v1/v2 semsynth checkpoint, or still holds objects
             that are not plain data after conversion (names them).
     """
@@ -130,7 +146,11 @@ def convert_checkpoint(old: str | os.PathLike, new: str | os.PathLike) -> dict[s
     if not old.is_file():
         raise FileNotFoundError(f"checkpoint not found: {old}")
     try:
-        ckpt = torch.load(old, map_location="cpu", weights_only=False)
+        with torch.serialization.safe_globals(_V1_NUMPY_GLOBALS):
+            ckpt = torch.load(old, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpoint(f"{old}: refused: holds Python objects beyond tensors, plain data and the NumPy "
+                               f"arrays of a v1 checkpoint ({_unsafe_global(exc) or exc}); nothing written") from None
     except Exception as exc:
         raise ConfigError(f"{old}: cannot read checkpoint ({type(exc).__name__}: {exc})") from None
     fmt = ckpt.get("format") if isinstance(ckpt, dict) else type(ckpt).__name__
