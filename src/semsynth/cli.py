@@ -90,7 +90,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.resume_from_last_good and not args.resume:
         raise SemsynthError("--resume-from-last-good needs --resume")
     trainer = Trainer(cfg, out, resume=args.resume, progress=not args.no_progress, evaluator=evaluator,
-                      resume_from_last_good=args.resume_from_last_good)
+                      resume_from_last_good=args.resume_from_last_good, data_check=not args.no_data_check)
     try:
         result = trainer.run()
     finally:
@@ -187,12 +187,13 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
 
 def cmd_data_check(args: argparse.Namespace) -> int:
-    """``semsynth data check CONFIG [--set k=v] [--json]``: exit 1 if any problem is found."""
+    """``semsynth data check CONFIG [--set k=v] [--json] [--workers N] [--full]``: exit 1 if
+    any problem is found."""
     from semsynth.config import load_config
     from semsynth.data.check import check_data, format_report
 
     cfg = load_config(args.config, args.set or [])
-    rep = check_data(cfg)
+    rep = check_data(cfg, workers=args.workers, progress=not args.no_progress, trust=not args.full)
     print(format_report(rep))
     if args.json:
         print(json.dumps(rep))
@@ -256,6 +257,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--resume-from-last-good", action="store_true",
                    help="with --resume: if latest.pt is corrupt, continue from the newest intact step_*.pt")
     t.add_argument("--no-progress", action="store_true", help="no progress bar")
+    t.add_argument("--no-data-check", action="store_true",
+                   help="skip the data check (a warning is printed; a bad file stops the run when it is read)")
     t.set_defaults(func=cmd_train)
 
     s = sub.add_parser("sample", help="turn label maps into images")
@@ -283,6 +286,10 @@ def build_parser() -> argparse.ArgumentParser:
     dc.add_argument("config")
     dc.add_argument("--set", action="append", metavar="KEY=VALUE")
     dc.add_argument("--json", action="store_true", help="also print the report as one JSON line")
+    dc.add_argument("--workers", type=int, default=None,
+                    help="processes that read pairs (default: data.check_workers; 0 = all CPUs)")
+    dc.add_argument("--full", action="store_true", help="read every pair again, trusting no manifest entry")
+    dc.add_argument("--no-progress", action="store_true", help="no progress bar")
     dc.set_defaults(func=cmd_data_check)
 
     x = sub.add_parser("export", help="the EMA generator as safetensors shards + config")

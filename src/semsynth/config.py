@@ -19,7 +19,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
-from typing import Any, Optional, Sequence, Tuple
+from typing import Any, Optional, Sequence, Tuple, Union
 
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
@@ -45,8 +45,15 @@ class DataConfig:
             straight to ``height x width``, no crop (the official ``for_metrics`` path).
         flip: random horizontal flip of training pairs (p = 0.5).
         train_split, val_split: split names; model selection uses ``val_split`` only.
-        cache: keep decoded full-resolution arrays in memory after the first read.
-        num_workers: DataLoader worker processes (0 = load in the main process).
+        cache: keep each pair, resized to the load size, in memory after its first read:
+            ``true``, ``false`` or ``auto`` (on when the split's resized pairs, times the
+            processes that read them, fit ``cache_limit_gb``; the trainer says which it chose
+            and why). See :func:`semsynth.data.cache.resolve_cache`.
+        cache_limit_gb: the memory (GB, 1e9 bytes) ``cache: auto`` may use; ``None`` = half of
+            the memory available when the run starts. Only with ``cache: auto``.
+        num_workers: DataLoader worker processes (0 = load in the main process), or ``auto``:
+            0 when the cache is on, else ``min(8, CPUs)`` (decoding then overlaps the step).
+        check_workers: processes of the data check (:mod:`semsynth.data.check`); 0 = all CPUs.
         options: dataset-specific options (e.g. the folder dataset's layout).
     """
 
@@ -59,8 +66,10 @@ class DataConfig:
     flip: bool = True
     train_split: str = "train"
     val_split: str = "val"
-    cache: bool = True
-    num_workers: int = 0
+    cache: Union[bool, str] = "auto"
+    cache_limit_gb: Optional[float] = None
+    num_workers: Union[int, str] = "auto"
+    check_workers: int = 0
     options: dict = field(default_factory=dict)
 
 
@@ -185,7 +194,25 @@ def _resolve(raw: Any, source: str) -> Config:
         msg = str(exc).splitlines()[0]
         key = getattr(exc, "full_key", None)
         raise ConfigError(f"{source}: {msg}" + (f" (key {key!r})" if key else "")) from None
+    _check_data_config(top_obj.data, source)
     return replace(top_obj, model=model_obj)
+
+
+def _check_data_config(d: DataConfig, source: str) -> None:
+    """Values OmegaConf's types cannot express; keys the chosen options ignore are errors."""
+    if not (isinstance(d.cache, bool) or d.cache == "auto"):
+        raise ConfigError(f"{source}: data.cache must be true, false or auto, got {d.cache!r}")
+    if d.cache_limit_gb is not None:
+        if d.cache != "auto":
+            raise ConfigError(f"{source}: data.cache_limit_gb applies to data.cache: auto only (data.cache is "
+                              f"{d.cache!r}); remove it or set data.cache=auto")
+        if not d.cache_limit_gb >= 0:
+            raise ConfigError(f"{source}: data.cache_limit_gb must be >= 0, got {d.cache_limit_gb}")
+    if not ((isinstance(d.num_workers, int) and not isinstance(d.num_workers, bool) and d.num_workers >= 0)
+            or d.num_workers == "auto"):
+        raise ConfigError(f"{source}: data.num_workers must be an integer >= 0 or auto, got {d.num_workers!r}")
+    if d.check_workers < 0:
+        raise ConfigError(f"{source}: data.check_workers must be >= 0 (0 = all CPUs), got {d.check_workers}")
 
 
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:

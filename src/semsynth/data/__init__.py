@@ -37,7 +37,8 @@ def build_dataset(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> Pa
     """The dataset ``cfg.dataset`` for one split.
 
     Args:
-        cfg: data config (dataset name, root, sizes, flip, cache, options).
+        cfg: data config (dataset name, root, sizes, flip, cache, options); ``cache: auto``
+            is decided here (``ds.cache``, with the reason in ``ds.cache_reason``).
         split: split name (``cfg.train_split`` / ``cfg.val_split``, e.g. ``train``, ``val``).
         train: training items (random crop/flip drawn per item from
             ``default_rng([seed, epoch, index])``); ``False``: deterministic items.
@@ -52,7 +53,11 @@ def build_dataset(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> Pa
         ConfigError: unknown dataset name, unknown ``options`` key, inconsistent sizes.
         DataError: missing or empty folders, unpaired files, malformed class list.
     """
-    return _factory(cfg)(cfg, split, train, seed)
+    ds = _factory(cfg)(cfg, split, train, seed)
+    from semsynth.data.cache import resolve_cache
+
+    ds.cache, ds.cache_reason = resolve_cache(ds, cfg)
+    return ds
 
 
 def dataset_info(cfg: DataConfig) -> DatasetInfo:

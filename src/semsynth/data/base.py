@@ -359,7 +359,8 @@ class PairedDataset(torch.utils.data.Dataset):
             cache: keep decoded arrays in memory after the first read (per process: each
                 DataLoader worker has its own): items keep the resized pair (the output of
                 ``transform.resize``), :meth:`load_image`/:meth:`load_label` the
-                full-resolution arrays.
+                full-resolution arrays. ``"auto"`` starts off; :func:`semsynth.data.build_dataset`
+                decides it (:func:`semsynth.data.cache.resolve_cache`).
             lut: raw-value → id table applied by :meth:`read_label_file` (see :func:`make_lut`).
             root: the dataset folder.
         """
@@ -375,7 +376,9 @@ class PairedDataset(torch.utils.data.Dataset):
         self.epoch = 0
         self.lut = lut
         self.root = Path(root) if root is not None else None
-        self.cache = bool(cache)
+        self.cache = cache is True
+        #: why the cache is on or off (set by :func:`semsynth.data.build_dataset`)
+        self.cache_reason = f"data.cache {'on' if self.cache else 'off'}"
         self._img_cache: dict[int, np.ndarray] = {}
         self._lab_cache: dict[int, np.ndarray] = {}
         self._resized_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}

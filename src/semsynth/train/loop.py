@@ -40,6 +40,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler as TorchSampler
 
 from semsynth.config import Config, atomic_write_bytes, config_to_dict, save_config
 from semsynth.data import build_dataset, dataset_info
+from semsynth.data.cache import resolve_num_workers
 from semsynth.imageio import save_png
 from semsynth.labels import colorize, one_hot, to_uint8_image
 from semsynth.registry import get_method
@@ -239,6 +240,9 @@ class Trainer:
             shared filesystem across nodes); only rank 0 writes it.
         step_callback: ``f(trainer)`` called in every process after every step (after the
             EMA update), for monitoring; the trainer must not be modified.
+        data_check: run the data check (:mod:`semsynth.data.check`) on both splits before
+            anything is written; ``False`` skips it with a printed warning (a bad file then
+            stops the run only when it is read).
 
     Raises:
         ConfigError: resuming with a config that differs from the checkpoint's in a key
@@ -252,7 +256,7 @@ class Trainer:
     def __init__(self, cfg: Config, out_dir: str | os.PathLike, resume: bool = False,
                  progress: bool = True, evaluator: Callable | None = None,
                  resume_from_last_good: bool = False, dist: DistContext | None = None,
-                 step_callback: Callable | None = None) -> None:
+                 step_callback: Callable | None = None, data_check: bool = True) -> None:
         self.cfg = cfg
         self.out = Path(out_dir)
         self.dist = dist if dist is not None else init_from_environment(cfg.train.device)
@@ -316,25 +320,43 @@ class Trainer:
         if self.method.phases and len(self.train_set) < cfg.train.batch_size:
             raise ConfigError(f"batch size {cfg.train.batch_size} is larger than the dataset "
                               f"({len(self.train_set)} pairs in {cfg.data.train_split})")
-        # `semsynth data check` on both splits before anything is written: every pair is
-        # read (the training pairs are kept in memory when data.cache is on), and any bad
-        # file (unreadable, truncated, sizes differ, unknown ids or colours) stops the
-        # run, all listed.
-        from semsynth.data.check import check_data
-
-        rep = check_data(cfg, datasets={cfg.data.train_split: self.train_set})
-        problems = [f"[{s}] {p}" for s, r in rep["splits"].items() for p in r["problems"]]
-        if problems:
-            more = f" (and {len(problems) - 5} more; see `semsynth data check`)" if len(problems) > 5 else ""
-            raise DataError(f"{len(problems)} problem(s) in the data: " + " | ".join(problems[:5]) + more)
-        report = getattr(self.train_set, "snap_report", lambda: None)()
-        if report and self.main:
-            print(f"note: {report}", file=sys.stderr)
+        if self.main:
+            print(f"note: [{cfg.data.train_split}] {self.train_set.cache_reason}", file=sys.stderr)
+        self.num_workers = resolve_num_workers(cfg.data, self.train_set.cache)
+        if data_check:
+            self._check_data()
+        elif self.main:
+            print("warning: the data check is skipped (--no-data-check): a bad file stops the run only when it "
+                  "is read", file=sys.stderr)
         self._refresh_set = build_dataset(cfg.data, cfg.data.train_split, train=False, seed=cfg.seed)
         self._grid: tuple[torch.Tensor, torch.Tensor] | None = None
         self._saved_step = self.step if ckpt is not None else -1
 
     # ----------------------------------------------------------------- helpers
+    def _check_data(self) -> None:
+        """`semsynth data check` on both splits before anything is written, through the
+        manifests (pairs unchanged since an earlier check are trusted); any bad file
+        (unreadable, truncated, sizes differ, unknown ids or colours) stops the run, all
+        listed. In a data-parallel job rank 0 checks while the others wait for its verdict."""
+        from semsynth.data.check import check_data, snap_note, summary_line
+
+        cfg = self.cfg
+        problems: list[str] = []
+        if self.main:
+            rep = check_data(cfg, datasets={cfg.data.train_split: self.train_set}, progress=self.progress)
+            problems = [f"[{s}] {p}" for s, r in rep["splits"].items() for p in r["problems"]]
+            lines = [summary_line(split, r) for split, r in rep["splits"].items() if r.get("manifest")]
+            if lines:
+                print("note: " + "; ".join(lines), file=sys.stderr)
+            note = snap_note(rep, self.info.extra)
+            if note and not problems:
+                print(f"note: {note}", file=sys.stderr)
+        if self.dist.any(int(bool(problems))):
+            if not problems:
+                raise DataError("rank 0's data check found problems in the data (its error lists them)")
+            more = f" (and {len(problems) - 5} more; see `semsynth data check`)" if len(problems) > 5 else ""
+            raise DataError(f"{len(problems)} problem(s) in the data: " + " | ".join(problems[:5]) + more)
+
     @staticmethod
     def _resume_checkpoint(latest: Path, last_good: bool) -> tuple[dict, Path]:
         """``latest.pt``, or (``last_good``) the newest readable ``step_*.pt`` if it is corrupt."""
@@ -454,13 +476,15 @@ class Trainer:
             "best": self.best,
         }
 
-    def save(self, elapsed: float, periodic: bool) -> None:
-        """Refresh EMA BatchNorm, then write ``latest.pt`` (and ``step_NNNNNNN.pt`` if periodic);
-        rank 0 only (other processes of a data-parallel run do nothing)."""
+    def save(self, elapsed: float, periodic: bool, refresh: bool = True) -> None:
+        """Refresh EMA BatchNorm (unless ``refresh`` is false), then write ``latest.pt`` (and
+        ``step_NNNNNNN.pt`` if periodic); rank 0 only (other processes of a data-parallel run
+        do nothing)."""
         if self._saved_step == self.step or not self.main:
             return
         remove_stale_temp_files(self.out, quiet=True)  # of writes killed earlier in this folder
-        self.refresh_ema_batchnorm()
+        if refresh:
+            self.refresh_ema_batchnorm()
         state = self.state(elapsed)
         ck = self.out / "checkpoints"
         save_checkpoint(ck / "latest.pt", state)
@@ -592,9 +616,10 @@ class Trainer:
             _EpochIndexed(self.train_set),
             batch_sampler=StepBatchSampler(len(self.train_set), tc.batch_size, cfg.seed, self.step,
                                            ctx.rank, ctx.world_size),
-            num_workers=cfg.data.num_workers,
-            persistent_workers=cfg.data.num_workers > 0,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
             pin_memory=self.device.type == "cuda",
+            prefetch_factor=4 if self.num_workers > 0 else None,
         )
         t0 = time.time()
         limit_s = math.inf if tc.max_minutes is None else tc.max_minutes * 60.0
@@ -664,6 +689,8 @@ class Trainer:
                 periodic = self.step % tc.checkpoint_every == 0
                 if periodic or self.step % tc.latest_every == 0:
                     self.save(elapsed, periodic)
+        except DataError as exc:  # a file changed or broke after the data check (batch, BN refresh, grid)
+            raise self._data_failure(exc, self.elapsed_before + time.time() - t0) from None
         finally:
             bar.close()
         elapsed = self.elapsed_before + time.time() - t0
@@ -675,11 +702,29 @@ class Trainer:
             self.write_grid()
         return TrainResult(self.step, self.images_seen, elapsed, stop_reason, self.out)
 
+    def _data_failure(self, exc: DataError, elapsed: float) -> DataError:
+        """The error that stops a run when a training file cannot be read (its name is in
+        the reader's message); one process saves ``latest.pt`` at the current step first (a
+        batch that failed was not applied, so resuming re-reads it; when the BatchNorm
+        refresh is what failed, the EMA keeps its last refreshed statistics)."""
+        msg = str(exc).strip().splitlines()
+        # a DataLoader worker's error arrives with its traceback: the last line is the message
+        reason = msg[-1].split("DataError: ", 1)[-1] if msg else repr(exc)
+        kept = ""
+        if not self.dist.distributed and self.step > 0:
+            try:
+                self.save(elapsed, periodic=False)
+            except DataError:  # the BatchNorm refresh reads training pairs too: keep the last statistics
+                self.save(elapsed, periodic=False, refresh=False)
+            kept = f"; {self.out / 'checkpoints' / 'latest.pt'} holds step {self.step}"
+        return DataError(f"training stopped at step {self.step}: {reason}{kept}; fix or replace the file, "
+                         f"then continue with --resume")
+
     def _fit_once(self) -> TrainResult:
         """Methods without phases (the class-mean painter): one pass over the train split."""
         t0 = time.time()
         loader = DataLoader(self.train_set, batch_size=self.cfg.train.batch_size, shuffle=False,
-                            num_workers=self.cfg.data.num_workers)
+                            num_workers=self.num_workers)
         if self.step == 0:
             self.method.fit((x.to(self.device), y.to(self.device)) for x, y in loader)
             self.step, self.images_seen = len(loader), len(self.train_set)
