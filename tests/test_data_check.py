@@ -203,3 +203,11 @@ def test_no_data_check_warns_and_trains(tmp_path, cache, capsys):
     trainer = Trainer(cfg, tmp_path / "run2", progress=False)
     trainer.close()
     assert "data check [train]: 4 pairs, 4 read, 0 trusted" in capsys.readouterr().err
+
+
+def test_a_relative_root_from_another_folder_finds_the_same_manifest(tmp_path, cache, monkeypatch):
+    root = _folder(tmp_path / "data", n_train=4, n_val=2)
+    assert check_data(_cfg(root), workers=1)["splits"]["train"]["checked"] == 4
+    monkeypatch.chdir(tmp_path)
+    again = check_data(_cfg(Path("data")), workers=1)["splits"]["train"]
+    assert (again["checked"], again["trusted"]) == (0, 4)

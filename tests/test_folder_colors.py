@@ -122,7 +122,7 @@ def test_training_on_a_pix2pix_folder_needs_one_config_change(tmp_path, capsys):
     args = ["train", str(EXAMPLE), "--set", f"data.root={root}", "--out", str(out), "--no-progress"]
     small = ["data.height=96", "data.width=128", "train.max_steps=2", "train.max_minutes=null",
              "model.generator.channels=[32,32,16,8]", "model.generator.z_dim=8", "model.generator.spade_hidden=16",
-             "model.discriminator.channels=[16,32]", "model.discriminator.last_channels=16", "train.batch_size=2",
+             "model.pretrained.channels=[16,16,16,16]", "model.pretrained.last_channels=16", "train.batch_size=2",
              "train.ema.bn_refresh_batches=2", "train.device=cpu"]
     for s in small:  # test size only: the one change a user makes is data.root
         args += ["--set", s]

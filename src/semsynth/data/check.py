@@ -68,6 +68,11 @@ def check_workers(requested: int = 0) -> int:
         return max(1, os.cpu_count() or 1)
 
 
+# info.extra entries that do not change how a pair is read (a path: the same folder may be
+# named relatively or absolutely)
+_NOT_KEYED = ("classes_file", "title")
+
+
 def _label_space_key(ds, split: str) -> str:
     info = ds.info
     space = {
@@ -75,7 +80,7 @@ def _label_space_key(ds, split: str) -> str:
         "root": str(Path(ds.root).resolve()) if ds.root is not None else None, "split": split,
         "names": list(info.class_names), "ignore_index": info.ignore_index,
         "palette": [list(c) for c in info.palette] if getattr(info, "palette", None) else None,
-        "extra": {k: repr(v) for k, v in sorted((info.extra or {}).items())},
+        "extra": {k: repr(v) for k, v in sorted((info.extra or {}).items()) if k not in _NOT_KEYED},
         "lut": None if getattr(ds, "lut", None) is None else hashlib.sha256(np.asarray(ds.lut).tobytes()).hexdigest(),
     }
     return hashlib.sha256(json.dumps(space, sort_keys=True, default=repr).encode()).hexdigest()[:16]
@@ -87,9 +92,12 @@ def manifest_path(ds, split: str) -> Path:
     return _cache_root() / "data_check" / f"{safe}-{_label_space_key(ds, split)}.json"
 
 
-def _pair_key(ds, i: int) -> str:
-    a, b = ds.pairs[i]
-    return f"{a}|{b}"
+def _pair_key(ds, i: int, prefix: str) -> str:
+    """``"image|label"``, both relative to the dataset root (so a relative ``data.root``
+    given from another folder finds the same entries)."""
+    a, b = (str(p) for p in ds.pairs[i])
+    n = len(prefix)
+    return f"{a[n:] if prefix and a.startswith(prefix) else a}|{b[n:] if prefix and b.startswith(prefix) else b}"
 
 
 def _stat(ds, i: int) -> list[int] | None:
@@ -189,7 +197,8 @@ def check_split(ds, split: str, *, workers: int = 0, progress: bool = False, wri
     info = ds.info
     path = manifest_path(ds, split)
     old = _read_manifest(path) if trust else {}
-    keys = [_pair_key(ds, i) for i in range(len(ds))]
+    prefix = "" if ds.root is None else str(ds.root).rstrip(os.sep) + os.sep
+    keys = [_pair_key(ds, i, prefix) for i in range(len(ds))]
     stats = [_stat(ds, i) for i in range(len(ds))]
     entries: dict[str, dict] = {}
     todo = []
