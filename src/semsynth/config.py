@@ -122,6 +122,13 @@ class TrainConfig:
             convolutions; docs/results.md). Changes float rounding, not the model.
         tensorboard: write TensorBoard event files into the run folder (losses, sec/step,
             images/s, eval metrics, sample grids); ``tensorboard --logdir runs/`` shows them.
+        lr_decay_start, lr_decay_end: linear learning-rate decay (both or neither): both
+            optimizers' rates are scaled by ``1 - clamp(t - start, 0, end - start) / (end -
+            start)``, ``t`` the 0-based epoch (or step) index of the step being taken; 0 from
+            ``end`` on. In epochs this is NVlabs/SPADE's ``--niter start --niter_decay
+            (end - start)`` (``trainers/pix2pix_trainer.py``, once per epoch). ``None``: constant.
+        lr_decay_unit: ``epoch`` (``len(train split) // batch_size`` steps, the last
+            incomplete batch dropped) or ``step``. Only with ``lr_decay_start``.
         ema: see :class:`EMAConfig`.
     """
 
@@ -141,6 +148,9 @@ class TrainConfig:
     threads: int = 0
     channels_last: bool = True
     tensorboard: bool = True
+    lr_decay_start: Optional[int] = None
+    lr_decay_end: Optional[int] = None
+    lr_decay_unit: str = "epoch"
     ema: EMAConfig = field(default_factory=EMAConfig)
 
 
@@ -195,7 +205,23 @@ def _resolve(raw: Any, source: str) -> Config:
         key = getattr(exc, "full_key", None)
         raise ConfigError(f"{source}: {msg}" + (f" (key {key!r})" if key else "")) from None
     _check_data_config(top_obj.data, source)
+    _check_lr_decay(top_obj.train, source)
     return replace(top_obj, model=model_obj)
+
+
+def _check_lr_decay(t: TrainConfig, source: str) -> None:
+    if t.lr_decay_unit not in ("epoch", "step"):
+        raise ConfigError(f"{source}: train.lr_decay_unit must be epoch or step, got {t.lr_decay_unit!r}")
+    if (t.lr_decay_start is None) != (t.lr_decay_end is None):
+        raise ConfigError(f"{source}: train.lr_decay_start and train.lr_decay_end go together (got "
+                          f"{t.lr_decay_start!r} and {t.lr_decay_end!r})")
+    if t.lr_decay_start is None:
+        if t.lr_decay_unit != "epoch":
+            raise ConfigError(f"{source}: train.lr_decay_unit applies only with train.lr_decay_start/end")
+        return
+    if not 0 <= t.lr_decay_start < t.lr_decay_end:
+        raise ConfigError(f"{source}: train.lr_decay_start must be >= 0 and < train.lr_decay_end (got "
+                          f"{t.lr_decay_start} and {t.lr_decay_end})")
 
 
 def _check_data_config(d: DataConfig, source: str) -> None:

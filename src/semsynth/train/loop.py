@@ -138,6 +138,27 @@ def train_step(method, optimizers: dict, image: torch.Tensor, label: torch.Tenso
     return logs
 
 
+def lr_scale(step: int, start: int | None, end: int | None, steps_per_epoch: int = 1) -> float:
+    """Linear learning-rate decay factor for the step with 0-based index ``step``.
+
+    ``t = step // steps_per_epoch`` (epochs; pass 1 for a schedule in steps); the factor is
+    1 before ``start``, ``1 - (t - start) / (end - start)`` from ``start`` on, 0 from ``end``
+    on; always 1 when ``start`` is ``None``. With epochs, ``start = niter`` and
+    ``end = niter + niter_decay`` give NVlabs/SPADE's schedule (``update_learning_rate`` in
+    ``trainers/pix2pix_trainer.py``, called after each 1-based epoch ``e``: one decrement of
+    ``lr / niter_decay`` for each finished ``e > niter``).
+
+    Raises:
+        ValueError: ``steps_per_epoch`` < 1.
+    """
+    if start is None or end is None:
+        return 1.0
+    if steps_per_epoch < 1:
+        raise ValueError(f"steps_per_epoch must be >= 1, got {steps_per_epoch}")
+    t = step // steps_per_epoch
+    return 1.0 - min(max(t - start, 0), end - start) / (end - start)
+
+
 class _EpochIndexed(Dataset):
     """Maps a virtual index ``epoch·n + i`` to item ``i`` with augmentations of ``epoch``."""
 
@@ -294,8 +315,11 @@ class Trainer:
             self.method.to(memory_format=torch.channels_last)
         self.ema = make_ema(self.method.generator).eval()  # plain BatchNorm: rank 0 refreshes it alone
         self.method.generator = use_sync_batchnorm(self.method.generator, self.dist)
+        #: each phase's learning rate before the decay (``train.lr_decay_*``) scales it by lr_scale
+        self.base_lr = {p: self.method.phase_lr(p, cfg.train) for p in self.method.phases}
+        self.lr_scale = 1.0
         self.optimizers = {
-            p: torch.optim.Adam(self.method.phase_parameters(p), lr=self.method.phase_lr(p, cfg.train),
+            p: torch.optim.Adam(self.method.phase_parameters(p), lr=self.base_lr[p],
                                 betas=tuple(float(b) for b in cfg.train.betas))
             for p in self.method.phases
         }
@@ -497,6 +521,8 @@ class Trainer:
         rec = {"step": self.step, "images_seen": self.images_seen, "seconds": round(elapsed, 3),
                "sec_per_step": round(window_s / max(nsum, 1), 4)}
         rec.update({k: v / nsum for k, v in sums.items()})
+        if self.cfg.train.lr_decay_start is not None:
+            rec["lr_scale"] = round(self.lr_scale, 6)
         self._log(rec)
         for k, v in sums.items():
             self._tb_call("add_scalar", f"loss/{k}", v / nsum, self.step)
@@ -633,6 +659,8 @@ class Trainer:
                    initial=int(self.elapsed_before) if timed else self.step,
                    disable=not self.progress, dynamic_ncols=True, unit="s" if timed else "step", desc="train")
         stop_reason = "max_steps"
+        decay = tc.lr_decay_start is not None
+        spe = max(1, len(self.train_set) // tc.batch_size) if tc.lr_decay_unit == "epoch" else 1
         it = iter(loader)
         reduce_sum = ctx.reduce_sum if ctx.distributed else None
         # All processes must stop at the same step: the reasons are agreed on (max over ranks).
@@ -645,6 +673,11 @@ class Trainer:
                 if code:
                     stop_reason = reasons[code]
                     break
+                if decay:
+                    self.lr_scale = lr_scale(self.step, tc.lr_decay_start, tc.lr_decay_end, spe)
+                    for p, opt in self.optimizers.items():
+                        for group in opt.param_groups:
+                            group["lr"] = self.base_lr[p] * self.lr_scale
                 image, label = next(it)
                 image = image.to(self.device, non_blocking=True)
                 if tc.channels_last:
