@@ -8,8 +8,8 @@ with start-up, left out) and its ratio to the synthetic variant:
 * ``synthetic``: the training set replaced by fixed random tensors of the same shapes (no I/O);
 * ``cache on (warm)``: ``data.cache=true``, every pair read once before the timed steps;
 * ``no cache, 0 workers``: every item decoded in the training process;
-* ``no cache, workers auto``: ``data.num_workers=auto`` (``min(8, CPUs)`` worker processes
-  with prefetch).
+* ``no cache, 1 worker``: one DataLoader worker process with prefetch;
+* ``no cache, workers auto``: ``data.num_workers=auto`` (see :mod:`semsynth.data.cache`).
 
 Usage::
 
@@ -54,6 +54,7 @@ def run(config: str, variant: str, steps: int, sets: list[str]) -> list[float]:
     extra = {"synthetic": ["data.cache=true", "data.num_workers=0"],
              "cache on (warm)": ["data.cache=true", "data.num_workers=0"],
              "no cache, 0 workers": ["data.cache=false", "data.num_workers=0"],
+             "no cache, 1 worker": ["data.cache=false", "data.num_workers=1"],
              "no cache, workers auto": ["data.cache=false", "data.num_workers=auto"]}[variant]
     cfg = load_config(config, [f"train.max_steps={steps}", "train.log_every=10", "train.sample_every=100000",
                                "train.checkpoint_every=100000", "train.latest_every=100000",
@@ -78,7 +79,7 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     args = ap.parse_args()
-    variants = ["synthetic", "cache on (warm)", "no cache, 0 workers", "no cache, workers auto"]
+    variants = ["synthetic", "cache on (warm)", "no cache, 0 workers", "no cache, 1 worker", "no cache, workers auto"]
     times: dict[str, list[float]] = {v: [] for v in variants}
     for _ in range(args.rounds):
         for v in variants:

@@ -140,9 +140,10 @@ def test_cache_auto_chooses_by_size_and_says_why(tmp_path, cache):
     two = _cfg(root, f"data.cache_limit_gb={limit_on}", "data.num_workers=2").data
     assert not resolve_cache(ds, two)[0]  # each worker holds a copy: twice the memory
     assert build_dataset(_cfg(root, "data.cache=true").data, "train", train=True).cache
-    assert resolve_num_workers(_cfg(root).data, True) == 0
-    assert resolve_num_workers(_cfg(root).data, False) == min(8, len(os.sched_getaffinity(0)))
-    assert resolve_num_workers(_cfg(root, "data.num_workers=3").data, False) == 3
+    assert resolve_num_workers(_cfg(root).data, True, "cuda") == 0
+    assert resolve_num_workers(_cfg(root).data, False, "cuda") == min(8, len(os.sched_getaffinity(0)))
+    assert resolve_num_workers(_cfg(root).data, False, "cpu") == 0  # the step uses every core there
+    assert resolve_num_workers(_cfg(root, "data.num_workers=3").data, False, "cpu") == 3
     # the cache keeps resized pairs only, never the full-resolution arrays
     on[0], on[1]
     assert len(on._resized_cache) == 2 and not on._img_cache and not on._lab_cache

@@ -52,7 +52,8 @@ class DataConfig:
         cache_limit_gb: the memory (GB, 1e9 bytes) ``cache: auto`` may use; ``None`` = half of
             the memory available when the run starts. Only with ``cache: auto``.
         num_workers: DataLoader worker processes (0 = load in the main process), or ``auto``:
-            0 when the cache is on, else ``min(8, CPUs)`` (decoding then overlaps the step).
+            0 when the cache is on or training runs on the CPU, else ``min(8, CPUs)``
+            (decoding then overlaps the GPU's step).
         check_workers: processes of the data check (:mod:`semsynth.data.check`); 0 = all CPUs.
         options: dataset-specific options (e.g. the folder dataset's layout).
     """

@@ -53,7 +53,10 @@ def build_dataset(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> Pa
         ConfigError: unknown dataset name, unknown ``options`` key, inconsistent sizes.
         DataError: missing or empty folders, unpaired files, malformed class list.
     """
-    ds = _factory(cfg)(cfg, split, train, seed)
+    from semsynth.data.base import gc_paused
+
+    with gc_paused():
+        ds = _factory(cfg)(cfg, split, train, seed)
     from semsynth.data.cache import resolve_cache
 
     ds.cache, ds.cache_reason = resolve_cache(ds, cfg)

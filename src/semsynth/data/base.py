@@ -19,6 +19,8 @@ process and in any DataLoader worker, whatever the order of the calls
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 from pathlib import Path
 from typing import Callable, Iterable, Mapping, Sequence
@@ -35,6 +37,7 @@ __all__ = [
     "check_options",
     "color_map",
     "describe_ids",
+    "gc_paused",
     "index_by_stem",
     "list_files",
     "make_lut",
@@ -49,6 +52,22 @@ IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # Errors PIL raises for broken files: OSError (truncated data, "cannot identify image
 # file"), SyntaxError (broken PNG chunks), ValueError/EOFError (odd headers).
 _PIL_ERRORS = (OSError, SyntaxError, ValueError, EOFError, Image.DecompressionBombError)
+
+
+@contextlib.contextmanager
+def gc_paused():
+    """Pause Python's cyclic garbage collector inside the block (restored after it).
+
+    Scanning a 100k-file folder creates hundreds of thousands of objects without cycles, and
+    each automatic collection walks all of them: 40 % of a listing's time, measured.
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def describe_ids(values: Iterable[int]) -> str:
@@ -242,17 +261,18 @@ def list_files(
     folder = Path(folder)
     if not folder.is_dir():
         raise DataError(f"folder not found: {folder}")
-    it = folder.rglob("*") if recursive else folder.iterdir()
+    exts = None if extensions is None else tuple(e.lower() for e in extensions)
+
+    def wanted(n: str) -> bool:
+        return (not n.startswith(".") and (not suffix or n.endswith(suffix))
+                and (exts is None or n.lower().endswith(exts)))
+
     files = []
-    for p in it:
-        n = p.name
-        if n.startswith(".") or not p.is_file():
-            continue
-        if suffix and not n.endswith(suffix):
-            continue
-        if extensions is not None and not n.lower().endswith(tuple(e.lower() for e in extensions)):
-            continue
-        files.append(p)
+    if recursive:
+        files = [p for p in folder.rglob("*") if wanted(p.name) and p.is_file()]
+    else:  # os.scandir: file types from the directory entries, no stat per file (100k-file folders)
+        with os.scandir(folder) as it:
+            files = [folder / e.name for e in it if wanted(e.name) and e.is_file()]
     if not files:
         what = f"*{suffix}" if suffix else ("files" if extensions is None else "/".join(extensions))
         raise DataError(f"no {what} files in folder {folder} (empty folder)")
@@ -366,7 +386,7 @@ class PairedDataset(torch.utils.data.Dataset):
         """
         if seed < 0:
             raise ValueError(f"seed must be non-negative, got {seed}")
-        ps = [(Path(a), Path(b)) for a, b in pairs]
+        ps = [(a if isinstance(a, Path) else Path(a), b if isinstance(b, Path) else Path(b)) for a, b in pairs]
         self.pairs: list[tuple[Path, Path]] = sorted(ps, key=lambda p: (p[0].name, str(p[0])))
         self.names: list[str] = [self.name_of(a) for a, _ in self.pairs]
         self.info = info
@@ -383,10 +403,22 @@ class PairedDataset(torch.utils.data.Dataset):
         self._lab_cache: dict[int, np.ndarray] = {}
         self._resized_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}
 
+    def with_transform(self, transform: Callable | None, train: bool) -> "PairedDataset":
+        """The same pairs (no new folder scan) with another transform and ``train`` flag, its
+        own empty caches and epoch 0 (e.g. the evaluation view of the training split)."""
+        import copy
+
+        other = copy.copy(self)
+        other.transform, other.train, other.epoch = transform, bool(train), 0
+        other._img_cache, other._lab_cache, other._resized_cache = {}, {}, {}
+        if isinstance(getattr(self, "snapped", None), dict):
+            other.snapped = {}
+        return other
+
     # -- naming ---------------------------------------------------------------------
     def name_of(self, image_path: Path) -> str:
         """Output name of a pair: the image's stem (subclasses strip dataset suffixes)."""
-        return Path(image_path).stem
+        return (image_path if isinstance(image_path, Path) else Path(image_path)).stem
 
     @property
     def title(self) -> str:

@@ -10,8 +10,9 @@ process that reads items (the main process, or each DataLoader worker) holds its
 
 with the limit ``data.cache_limit_gb`` (1e9 bytes) or, unset, half of the memory available
 when the split is built (``MemAvailable`` of ``/proc/meminfo``; elsewhere the physical
-memory). Without the cache, ``data.num_workers: auto`` reads with ``min(8, CPUs)`` worker
-processes and prefetch, so decoding overlaps the step.
+memory). Without the cache, on a GPU, ``data.num_workers: auto`` reads with ``min(8, CPUs)``
+worker processes and prefetch, so decoding overlaps the step; on the CPU it reads in the
+training process (see :func:`resolve_num_workers`).
 """
 
 from __future__ import annotations
@@ -85,12 +86,13 @@ def resolve_cache(ds, cfg) -> tuple[bool, str]:
                 f"process{'es' if procs > 1 else ''} = {_gb(need)} {'<=' if on else '>'} {_gb(limit)}, {what})")
 
 
-def resolve_num_workers(cfg, cache_on: bool) -> int:
-    """DataLoader workers for ``data.num_workers`` (an integer, or ``auto``: 0 with the cache
-    on, else ``min(8, CPUs)``)."""
+def resolve_num_workers(cfg, cache_on: bool, device_type: str = "cpu") -> int:
+    """DataLoader workers for ``data.num_workers``: the integer given, or for ``auto`` 0 when
+    the cache is on or the training runs on the CPU (its step already uses every core, so a
+    worker only competes with it: docs/results.md, issue 23), else ``min(8, CPUs)``."""
     if isinstance(cfg.num_workers, int):
         return cfg.num_workers
-    if cache_on:
+    if cache_on or device_type == "cpu":
         return 0
     from semsynth.data.check import check_workers
 

@@ -274,6 +274,7 @@ def check_data(cfg, splits=None, datasets: dict | None = None, *, workers: int |
         unpaired files) has ``pairs`` 0 and its error in ``problems``.
     """
     from semsynth.data import build_dataset, dataset_info
+    from semsynth.data.base import gc_paused
 
     info = dataset_info(cfg.data)
     n_workers = cfg.data.check_workers if workers is None else workers
@@ -288,8 +289,9 @@ def check_data(cfg, splits=None, datasets: dict | None = None, *, workers: int |
                                     "checked": 0, "trusted": 0, "removed": 0, "removed_examples": [],
                                     "manifest": None, "seconds": 0.0}
             continue
-        out["splits"][split] = check_split(ds, split, workers=n_workers, progress=progress, write=write,
-                                             trust=trust)
+        with gc_paused():
+            out["splits"][split] = check_split(ds, split, workers=n_workers, progress=progress, write=write,
+                                                 trust=trust)
     return out
 
 

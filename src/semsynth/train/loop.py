@@ -41,6 +41,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler as TorchSampler
 from semsynth.config import Config, atomic_write_bytes, config_to_dict, save_config
 from semsynth.data import build_dataset, dataset_info
 from semsynth.data.cache import resolve_num_workers
+from semsynth.data.transforms import transform_from_config
 from semsynth.imageio import save_png
 from semsynth.labels import colorize, one_hot, to_uint8_image
 from semsynth.registry import get_method
@@ -346,13 +347,13 @@ class Trainer:
                               f"({len(self.train_set)} pairs in {cfg.data.train_split})")
         if self.main:
             print(f"note: [{cfg.data.train_split}] {self.train_set.cache_reason}", file=sys.stderr)
-        self.num_workers = resolve_num_workers(cfg.data, self.train_set.cache)
+        self.num_workers = resolve_num_workers(cfg.data, self.train_set.cache, self.device.type)
         if data_check:
             self._check_data()
         elif self.main:
             print("warning: the data check is skipped (--no-data-check): a bad file stops the run only when it "
                   "is read", file=sys.stderr)
-        self._refresh_set = build_dataset(cfg.data, cfg.data.train_split, train=False, seed=cfg.seed)
+        self._refresh_set = self.train_set.with_transform(transform_from_config(cfg.data, train=False), train=False)
         self._grid: tuple[torch.Tensor, torch.Tensor] | None = None
         self._saved_step = self.step if ckpt is not None else -1
 
