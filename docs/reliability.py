@@ -77,6 +77,21 @@ is served, resized to the generator's size. Beyond the queue (a server with `que
 whose generator is held busy, 24 clients at once): those in the handlers and the one waiting
 are served when it is free, the others refused at once with the number waiting and a retry
 time (13 of 24 in one run), and the next request is served.
+
+## Data that changes under a run
+
+The data check's manifest (`$SEMSYNTH_CACHE/data_check/`, `tests/test_data_check.py`) is
+trusted only for pairs whose two files have the size and modification time it recorded:
+
+| what happens to the data | what semsynth does |
+|---|---|
+| a file is rewritten between runs | the next start or `--resume` reads that pair again (only it) and reports a problem by name |
+| a pair is removed | the split shrinks; the check says `N pair(s) of the manifest are gone (NAME, ...)` |
+| an image or label alone is removed | the split cannot be built: `unpaired files: ...` names the file left |
+| `classes.yaml` is edited | a new manifest (the label space is part of its key): everything is read again |
+| a file breaks while training runs | the run stops: `training stopped at step S: cannot read image FILE: ...; latest.pt holds step S; fix or replace the file, then continue with --resume` (a batch that failed was not applied); `--resume` refuses before training until it is fixed |
+| the cache folder is read-only | a note; the check runs in full each time |
+| `--no-data-check` | a warning; a bad file stops the run only when it is read, as above |
 """.splitlines()
 
 
