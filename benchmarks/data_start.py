@@ -13,6 +13,7 @@ and the peak resident memory (the process, and its worker processes):
 Usage::
 
     python benchmarks/data_start.py --root /tmp/big_folder --pairs 100000 --workers 1 2
+    python benchmarks/data_start.py --root ../shared/datasets/camvid --dataset camvid --workers 1 2
 
 Nothing here is committed data: the dataset is written under ``--root``.
 """
@@ -38,13 +39,13 @@ import json, resource, sys, time
 t0 = time.time()
 from semsynth.config import load_config
 from semsynth.train.loop import Trainer
-root, out, workers, steps, resume, size = sys.argv[1:7]
-sets = [f"data.dataset=folder", f"data.root={root}", f"data.height={size}", f"data.width={size}",
+root, out, workers, steps, resume, size, dataset = sys.argv[1:8]
+sets = [f"data.dataset={dataset}", f"data.root={root}", f"data.height={size}", f"data.width={size}",
         f"train.max_steps={steps}", "train.sample_every=100000", "train.checkpoint_every=100000",
         "train.latest_every=1", "train.tensorboard=false", "train.threads=1"]
 if workers != "-":  # "-": a source tree from before issue 23 (no such key)
     sets.append(f"data.check_workers={workers}")
-cfg = load_config(sys.argv[7], sets)
+cfg = load_config(sys.argv[8], sets)
 marks = {}
 def cb(tr):
     marks.setdefault("first_step_s", time.time() - t0)
@@ -83,10 +84,10 @@ def make_dataset(root: Path, pairs: int, size: int) -> None:
 
 
 def child(root: Path, out: Path, workers, steps: int, resume: bool, size: int, cache: Path,
-          src: Path = ROOT) -> dict:
+          src: Path = ROOT, dataset: str = "folder") -> dict:
     env = dict(os.environ, SEMSYNTH_CACHE=str(cache), PYTHONPATH=str(src / "src"))
     proc = subprocess.run([sys.executable, "-c", CHILD, str(root), str(out), str(workers), str(steps),
-                           "1" if resume else "0", str(size), str(src / "configs" / "oasis" / "tiny.yaml")],
+                           "1" if resume else "0", str(size), dataset, str(src / "configs" / "oasis" / "tiny.yaml")],
                           capture_output=True, text=True, env=env)
     if proc.returncode:
         raise SystemExit(proc.stderr[-3000:])
@@ -102,31 +103,36 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--changed", type=int, default=100)
+    ap.add_argument("--dataset", default="folder",
+                    help="another registered dataset already at --root (e.g. camvid, cityscapes): nothing generated")
     ap.add_argument("--old-src", type=Path, default=None,
                     help="also time a checkout from before issue 23 (e.g. a git worktree): first start and resume")
     args = ap.parse_args()
-    make_dataset(args.root, args.pairs, args.size)
+    if args.dataset == "folder":
+        make_dataset(args.root, args.pairs, args.size)
     if args.old_src is not None:
         tmp = Path(tempfile.mkdtemp(prefix="data_start_old_"))
         try:
             for what, steps, resume in (("first start", 1, False), ("resume, nothing changed", 2, True)):
-                rec = child(args.root, tmp / "run", "-", steps, resume, args.size, tmp / "cache", args.old_src)
-                print(json.dumps({"pairs": args.pairs, "code": "before issue 23", "run": what, **rec}))
+                rec = child(args.root, tmp / "run", "-", steps, resume, args.size, tmp / "cache", args.old_src,
+                            args.dataset)
+                print(json.dumps({"dataset": args.dataset, "code": "before issue 23", "run": what, **rec}))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     for w in args.workers:
         tmp = Path(tempfile.mkdtemp(prefix="data_start_"))
         try:
             cache, out = tmp / "cache", tmp / "run"
-            rows = {"first start": child(args.root, out, w, 1, False, args.size, cache)}
-            rows["resume, nothing changed"] = child(args.root, out, w, 2, True, args.size, cache)
-            labels = sorted((args.root / "train" / "labels").iterdir())[: args.changed]
-            for p in labels:  # rewritten: same content, new modification time
-                st = p.stat()
-                os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
-            rows[f"resume, {args.changed} files changed"] = child(args.root, out, w, 3, True, args.size, cache)
+            rows = {"first start": child(args.root, out, w, 1, False, args.size, cache, dataset=args.dataset)}
+            rows["resume, nothing changed"] = child(args.root, out, w, 2, True, args.size, cache, dataset=args.dataset)
+            if args.dataset == "folder":
+                labels = sorted((args.root / "train" / "labels").iterdir())[: args.changed]
+                for p in labels:  # rewritten: same content, new modification time
+                    st = p.stat()
+                    os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000_000_000))
+                rows[f"resume, {args.changed} files changed"] = child(args.root, out, w, 3, True, args.size, cache)
             for what, rec in rows.items():
-                print(json.dumps({"pairs": args.pairs, "check_workers": w, "run": what, **rec}))
+                print(json.dumps({"dataset": args.dataset, "check_workers": w, "run": what, **rec}))
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
