@@ -351,6 +351,13 @@ def save_config(cfg: Config, path: str | os.PathLike) -> None:
     atomic_write_bytes(path, config_to_yaml(cfg).encode())
 
 
+def cache_root() -> Path:
+    """semsynth's cache folder: ``$SEMSYNTH_CACHE``, default ``~/.cache/semsynth`` (read at
+    call time, so tests may set the variable). FID statistics live in ``fid/``, data-check
+    manifests in ``data_check/``."""
+    return Path(os.environ.get("SEMSYNTH_CACHE", Path.home() / ".cache" / "semsynth"))
+
+
 def data_root(cfg: DataConfig, default_folder: str) -> Path:
     """The dataset folder: ``cfg.root`` if set, else ``$SEMSYNTH_DATA/default_folder``.
 

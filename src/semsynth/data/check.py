@@ -47,10 +47,6 @@ MANIFEST_VERSION = 1
 _CHUNK = 32  # pairs per task sent to a worker process
 
 
-def _cache_root() -> Path:
-    return Path(os.environ.get("SEMSYNTH_CACHE", Path.home() / ".cache" / "semsynth"))
-
-
 def check_workers(requested: int = 0) -> int:
     """Worker processes for the check: ``requested`` if > 0, else the CPUs this process may
     use (``os.sched_getaffinity``, or ``os.cpu_count()``).
@@ -89,7 +85,9 @@ def _label_space_key(ds, split: str) -> str:
 def manifest_path(ds, split: str) -> Path:
     """Where the manifest of dataset ``ds``'s ``split`` is kept (see the module docstring)."""
     safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{ds.info.name}-{split}")
-    return _cache_root() / "data_check" / f"{safe}-{_label_space_key(ds, split)}.json"
+    from semsynth.config import cache_root
+
+    return cache_root() / "data_check" / f"{safe}-{_label_space_key(ds, split)}.json"
 
 
 def _pair_key(ds, i: int, prefix: str) -> str:

@@ -7,7 +7,6 @@ and reports the metric absent) import this module, not each other.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from semsynth.types import SemsynthError
@@ -26,4 +25,6 @@ class MetricUnavailable(SemsynthError):
 def cache_dir() -> Path:
     """Where real-image FID statistics are cached: ``$SEMSYNTH_CACHE/fid``, default
     ``~/.cache/semsynth/fid`` (read at call time, so tests may set the variable)."""
-    return Path(os.environ.get("SEMSYNTH_CACHE", Path.home() / ".cache" / "semsynth")) / "fid"
+    from semsynth.config import cache_root
+
+    return cache_root() / "fid"
