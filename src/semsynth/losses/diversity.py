@@ -1,4 +1,11 @@
-"""CRN's diversity loss: per-class minimum over ``k`` outputs of class-masked feature
+"""Training losses for diversity.
+
+* :func:`diversity_sensitive_loss` — the diversity-sensitive (mode-seeking) term for a
+  noise-driven generator (DSGAN, Yang et al., ICLR 2019, eq. 2; the idea of MSGAN, Mao et
+  al., CVPR 2019; DP-SIMS, Berrada et al., CVPR 2024, adds a diversity term of this kind).
+* :func:`class_masked_distance` / :func:`min_over_outputs` — CRN's diversity loss (below).
+
+CRN's diversity loss: per-class minimum over ``k`` outputs of class-masked feature
 distances (Chen & Koltun, ICCV 2017, Sec. 3.4, "Synthesizing a diverse collection"; official
 CQFIO/PhotographicImageSynthesis ``demo_256p.py``, ``compute_error`` and ``G_loss``).
 
@@ -17,7 +24,36 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["class_masked_distance", "min_over_outputs"]
+__all__ = ["class_masked_distance", "diversity_sensitive_loss", "min_over_outputs"]
+
+
+def diversity_sensitive_loss(fake1: torch.Tensor, fake2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor,
+                             tau: float) -> torch.Tensor:
+    """``−mean_i min(mean|G(c_i, z1_i) − G(c_i, z2_i)| / mean|z1_i − z2_i|, τ)``.
+
+    Two images of the same label map from two noise draws should differ in proportion to
+    the noise's difference; the bound ``τ`` stops the term from rewarding change beyond
+    that (DSGAN eq. 2, L1 in image space). Minimised by G.
+
+    Args:
+        fake1, fake2: ``(B, 3, H, W)`` float images of the same label maps.
+        z1, z2: ``(B, z_dim)`` or ``(B, z_dim, H', W')`` float noise that made them.
+        tau: the bound on the distance ratio (> 0).
+
+    Returns:
+        Scalar in ``[−τ, 0]``.
+
+    Raises:
+        ValueError: batch sizes disagree, or ``τ`` ≤ 0.
+    """
+    if fake1.shape != fake2.shape or z1.shape != z2.shape or fake1.shape[0] != z1.shape[0]:
+        raise ValueError(f"diversity_sensitive_loss: shapes disagree: images {tuple(fake1.shape)}, "
+                         f"{tuple(fake2.shape)}, noise {tuple(z1.shape)}, {tuple(z2.shape)}")
+    if tau <= 0:
+        raise ValueError(f"diversity_sensitive_loss: tau {tau} must be > 0")
+    d_img = (fake1 - fake2).abs().flatten(1).mean(1)
+    d_z = (z1 - z2).abs().flatten(1).mean(1).clamp_min(1e-8)
+    return -(d_img / d_z).clamp(max=tau).mean()
 
 
 def class_masked_distance(fake: torch.Tensor, real: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:

@@ -26,6 +26,17 @@ Pretrained-backbone discriminator (DP-SIMS, Berrada et al., CVPR 2024; issue 18)
   one draw per image shared by its fake, real and LabelMix versions, label map and mask
   moved with the geometry, padded/cut pixels out of the loss (:mod:`semsynth.nn.diffaug`).
 * ``model.focal_gamma`` > 0: the focal N+1 cross-entropy (DP-SIMS's pixel-wise focal loss).
+
+Diversity (any discriminator):
+
+* ``model.lambda_diversity`` > 0: in G's phase, every image at an even index of the global
+  batch is generated a second time from a fresh noise draw, and
+  ``λ_div · diversity_sensitive_loss(G(c, z1), G(c, z2), z1, z2, model.diversity_tau)``
+  is added to G's loss (:func:`semsynth.losses.diversity.diversity_sensitive_loss`; DSGAN,
+  Yang et al., ICLR 2019, eq. 2). The second images join G's forward as extra rows (same
+  BatchNorm statistics) and go through G only, not D: about half a G forward/backward more
+  per step. Even global indices keep the pairs the same whatever
+  the number of processes.
 """
 
 from __future__ import annotations
@@ -36,6 +47,7 @@ import torch
 
 from semsynth.batch_shard import BatchShard
 from semsynth.labels import one_hot
+from semsynth.losses.diversity import diversity_sensitive_loss
 from semsynth.losses.gan import multiscale_d_terms, multiscale_g_terms
 from semsynth.losses.n1 import LABELMIX_MASKS, labelmix_loss, labelmix_mask, n1_cross_entropy
 from semsynth.losses.vgg import vgg_loss
@@ -49,6 +61,12 @@ from semsynth.nn.patch_gan import MultiscaleDiscriminator, PatchGANConfig
 from semsynth.nn.perceptual import require_vgg16
 from semsynth.registry import register_method
 from semsynth.types import ConfigError, DatasetInfo
+
+
+#: Default bound of the diversity term: an L1 image distance of ~0.4 (in [-1, 1] units) for
+#: two N(0, 1) draws (mean |z1 − z2| = 2/√π ≈ 1.13), about the distance between two CamVid
+#: photos' colours within one class.
+DIVERSITY_TAU = 0.35
 
 
 @dataclass(frozen=True)
@@ -79,10 +97,14 @@ class OASISConfig:
         diffaug: DiffAugment ops before D, comma-separated from ``color``,
             ``translation``, ``cutout`` (``""`` = none; N+1 discriminators only).
         focal_gamma: γ of the focal N+1 loss (0 = the OASIS cross-entropy; N+1 only).
+        lambda_diversity: weight of the diversity-sensitive term in G's loss (0 = off, the
+            OASIS method).
+        diversity_tau: its bound τ on the image/noise L1 distance ratio (> 0).
 
     Raises (when the method is built): ConfigError for a setting the chosen discriminator
     ignores (``pretrained`` changed from its defaults without ``pretrained_unet``;
-    ``diffaug``/``focal_gamma`` with the PatchGAN).
+    ``diffaug``/``focal_gamma`` with the PatchGAN; ``diversity_tau`` changed with
+    ``lambda_diversity`` 0; ``lambda_diversity`` > 0 without noise or below 0).
     """
 
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
@@ -98,6 +120,8 @@ class OASISConfig:
     pretrained: PretrainedDConfig = field(default_factory=PretrainedDConfig)
     diffaug: str = ""
     focal_gamma: float = 0.0
+    lambda_diversity: float = 0.0
+    diversity_tau: float = DIVERSITY_TAU
 
 
 #: Values of ``OASISConfig.discriminator_type``.
@@ -140,6 +164,15 @@ class OASIS(Method):
         if self.patchgan and (self.diffaug or model_cfg.focal_gamma):
             raise ConfigError("model.diffaug and model.focal_gamma apply to the N+1 discriminators only, "
                               "not to model.discriminator_type 'multiscale_patchgan'")
+        if model_cfg.lambda_diversity < 0:
+            raise ConfigError(f"model.lambda_diversity: {model_cfg.lambda_diversity} must be >= 0")
+        if model_cfg.lambda_diversity > 0 and model_cfg.generator.z_dim == 0:
+            raise ConfigError("model.lambda_diversity > 0 needs noise: model.generator.z_dim is 0")
+        if model_cfg.lambda_diversity == 0 and model_cfg.diversity_tau != DIVERSITY_TAU:
+            raise ConfigError("model.diversity_tau is set but model.lambda_diversity is 0: it is used only "
+                              "with the diversity term")
+        if model_cfg.diversity_tau <= 0:
+            raise ConfigError(f"model.diversity_tau: {model_cfg.diversity_tau} must be > 0")
         if model_cfg.focal_gamma < 0:
             raise ConfigError(f"model.focal_gamma: {model_cfg.focal_gamma} must be >= 0")
         if self.patchgan:
@@ -185,13 +218,36 @@ class OASIS(Method):
             return list(images), label, None, list(extra)
         return diff_augment(images, label, self.diffaug, rng, DIFFAUG_TRANSLATION, DIFFAUG_CUTOUT, extra, shard)
 
+    def _generate_g_phase(self, onehot, z, rng, shard):
+        """G's images for its phase, plus the diversity term when ``lambda_diversity`` > 0.
+
+        The second draws of the even-index images join the same G forward as extra rows, so
+        both draws see the same BatchNorm batch statistics (a separate forward would give a
+        difference G could grow without using the noise).
+
+        Returns:
+            ``(fake (B, 3, H, W), G_diversity scalar or None)``.
+        """
+        if self.model_cfg.lambda_diversity <= 0:
+            return self.generator(onehot, z), None
+        z2 = shard.randn(rng, self.z_dim, device=onehot.device)
+        pick = torch.arange(shard.start, shard.start + shard.size, device=onehot.device) % 2 == 0
+        if not bool(pick.any()):  # this process holds one odd-index image: no pair here
+            fake = self.generator(onehot, z)
+            return fake, fake.sum() * 0.0
+        both = self.generator(torch.cat([onehot, onehot[pick]]), torch.cat([z, z2[pick]]))
+        b = onehot.shape[0]
+        fake = both[:b]
+        div = diversity_sensitive_loss(fake[pick], both[b:], z[pick], z2[pick], self.model_cfg.diversity_tau)
+        return fake, self.model_cfg.lambda_diversity * div
+
     def phase_losses(self, phase, image, label, rng, shard=None):
         shard = shard or BatchShard.whole(label.shape[0], self.info.semantic_nc)
         onehot = one_hot(label, self.info.semantic_nc)
         ignore = self.info.ignore_index
         z = shard.randn(rng, self.z_dim, device=label.device) if self.z_dim else None
         if phase == "G":
-            fake = self.generator(onehot, z)
+            fake, diversity = self._generate_g_phase(onehot, z, rng, shard)
             if self.patchgan:
                 out = multiscale_g_terms(self.discriminator, onehot, fake, image, self.model_cfg.lambda_feat)
             else:
@@ -200,6 +256,8 @@ class OASIS(Method):
                                                  self.model_cfg.focal_gamma)}
             if self.model_cfg.lambda_vgg > 0:
                 out["G_vgg"] = self.model_cfg.lambda_vgg * vgg_loss(fake, image)
+            if diversity is not None:
+                out["G_diversity"] = diversity
             out["total"] = sum(out.values())
             return out
         with torch.no_grad():
