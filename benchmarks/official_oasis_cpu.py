@@ -39,8 +39,8 @@ import sys
 import time
 import types
 import warnings
-from pathlib import Path
 from dataclasses import replace
+from pathlib import Path
 
 import torch
 
@@ -140,13 +140,13 @@ class Official:
         # --- generator update ---
         model.netG.zero_grad()
         loss_G, losses_G_list = model(image, label, "losses_G", self.losses_computer)
-        loss_G, losses_G_list = loss_G.mean(), [l.mean() if l is not None else None for l in losses_G_list]
+        loss_G, losses_G_list = loss_G.mean(), [t.mean() if t is not None else None for t in losses_G_list]
         loss_G.backward()
         self.optG.step()
         # --- discriminator update ---
         model.netD.zero_grad()
         loss_D, losses_D_list = model(image, label, "losses_D", self.losses_computer)
-        loss_D, losses_D_list = loss_D.mean(), [l.mean() if l is not None else None for l in losses_D_list]
+        loss_D, losses_D_list = loss_D.mean(), [t.mean() if t is not None else None for t in losses_D_list]
         loss_D.backward()
         self.optD.step()
         # --- stats update ---
@@ -182,9 +182,10 @@ class Semsynth:
         import semsynth
         from semsynth.config import load_config
         from semsynth.data import dataset_info
+        from semsynth.model.build import build_method
         from semsynth.sample.sampler import Sampler
         from semsynth.train.ema import make_ema, update_ema
-        from semsynth.train.loop import build_method
+        from semsynth.train.loop import make_optimizers
 
         self.module_file = semsynth.__file__
         self.sets = SEMSYNTH_SETS + list(extra_sets)
@@ -197,9 +198,7 @@ class Semsynth:
         torch.manual_seed(0)
         self.method = build_method(cfg, self.info)
         self.method.train()
-        self.opts = {p: torch.optim.Adam(self.method.phase_parameters(p), lr=self.method.phase_lr(p, cfg.train),
-                                         betas=tuple(float(b) for b in cfg.train.betas))
-                     for p in self.method.phases}
+        self.opts = make_optimizers(self.method, cfg.train)
         self.ema = make_ema(self.method.generator).eval()
         self.update_ema = update_ema
         self.rng = torch.Generator().manual_seed(0)
@@ -262,7 +261,7 @@ def check_equivalence(off: "Official", sem: "Semsynth", label: torch.Tensor, ima
     (semsynth's own converters in methods/oasis/official.py, given the 12-channel label space
     in-process), then G (eval and train mode, same z), D and the losses compared."""
     from semsynth.losses.n1 import labelmix_loss, n1_cross_entropy
-    from semsynth.methods.oasis import official as conv
+    from semsynth.model.official import oasis as conv
 
     conv.OFFICIAL_DATASETS.setdefault("bench12", (SEMANTIC_NC, H, W))
     orig_cmap = conv.channel_map
@@ -271,10 +270,12 @@ def check_equivalence(off: "Official", sem: "Semsynth", label: torch.Tensor, ima
         netG, netD = copy.deepcopy(off.model.netG), copy.deepcopy(off.model.netD)
         G, D = copy.deepcopy(sem.method.generator), copy.deepcopy(sem.method.discriminator)
         with torch.no_grad():  # the official u, v start random: converge them first (train-mode forwards)
-            netG.train(); netD.train()
+            netG.train()
+            netD.train()
             onehot0 = off.models.preprocess_input(off.opt, dict(off.data))[1]
             for _ in range(30):
-                netG(onehot0); netD(image)
+                netG(onehot0)
+                netD(image)
         G.load_state_dict(conv.generator_from_official(netG.state_dict(), "bench12", 64))
         D.load_state_dict(conv.discriminator_from_official(netD.state_dict(), "bench12"))
     finally:
@@ -287,14 +288,16 @@ def check_equivalence(off: "Official", sem: "Semsynth", label: torch.Tensor, ima
 
     with torch.no_grad():
         for mode in ("eval", "train"):  # train: BatchNorm batch statistics, one power step each
-            netG.train(mode == "train"); G.train(mode == "train")
+            netG.train(mode == "train")
+            G.train(mode == "train")
             torch.manual_seed(7)
             z = torch.randn(BATCH, 64)
             torch.manual_seed(7)  # the official G draws torch.randn(B, z_dim) itself
             a = netG(onehot)
             b = G(onehot.clone(), z)
             out[f"G_{mode}_rel"] = rel(a, b)
-        netD.eval(); D.eval()
+        netD.eval()
+        D.eval()
         la = netD(image)
         out["D_eval_rel"] = rel(la, D(image))
         lc = off.losses_computer
@@ -304,7 +307,8 @@ def check_equivalence(off: "Official", sem: "Semsynth", label: torch.Tensor, ima
         mask = (label[:, None] % 2).float()
         la2, la3 = netD(-image), netD(image * 0.5)  # "mixed", "real"; la = "fake"
         out["labelmix_rel"] = rel(lc.loss_labelmix(mask, la2, la, la3), labelmix_loss(la2, la3, la, mask))
-        netD.train(); D.train()
+        netD.train()
+        D.train()
         out["D_train_rel"] = rel(netD(image), D(image))
     # Eval mode and the losses: the same function up to float rounding. Train mode does one
     # spectral-norm power step per conv, in a different order (hook: v then u; PyTorch's

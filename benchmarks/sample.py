@@ -12,8 +12,8 @@ import torch
 
 from semsynth.config import load_config
 from semsynth.data import dataset_info
+from semsynth.model.build import build_method, select_device
 from semsynth.sample.sampler import Sampler
-from semsynth.train.loop import build_method, select_device
 
 
 def main() -> None:

@@ -21,8 +21,9 @@ import torch
 
 from semsynth.config import load_config
 from semsynth.data import dataset_info
+from semsynth.model.build import build_method, configure_backends, select_device
 from semsynth.train.ema import make_ema, update_ema
-from semsynth.train.loop import build_method, configure_backends, select_device, train_step
+from semsynth.train.loop import make_optimizers, train_step
 
 #: Dense (no sparsity) peak TFLOP/s from the vendors' data sheets: (TF32, BF16).
 PEAK_TFLOPS = {
@@ -70,8 +71,7 @@ def main() -> None:
     fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     method.to(memory_format=fmt)
     ema = make_ema(method.generator)
-    opts = {p: torch.optim.Adam(method.phase_parameters(p), lr=method.phase_lr(p, cfg.train),
-                                betas=tuple(float(x) for x in cfg.train.betas)) for p in method.phases}
+    opts = make_optimizers(method, cfg.train)
     rng = torch.Generator().manual_seed(0)
     h, w = cfg.data.height, cfg.data.width
     label = torch.randint(0, info.semantic_nc, (b, -(-h // 8), -(-w // 8)))

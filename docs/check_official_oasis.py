@@ -44,10 +44,9 @@ def main() -> None:
     from models.discriminator import OASIS_Discriminator
     from models.generator import OASIS_Generator
 
-    from semsynth.methods.oasis.official import channel_map
-    from semsynth.sample.sampler import Sampler
-    from semsynth.methods.oasis.official import import_official
     from semsynth.methods.oasis.discriminator import OASISDiscriminator
+    from semsynth.model.official.oasis import channel_map, import_official
+    from semsynth.sample.sampler import Sampler
 
     for dataset in args.datasets.split(","):
         torch.manual_seed(0)

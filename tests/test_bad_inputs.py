@@ -275,7 +275,8 @@ def test_there_are_at_least_30_cases():
 
 # ---------------------------------------------------------------- property-based tests
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import given, settings, strategies as st  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
 
 from semsynth.cli import parse_seeds  # noqa: E402
 from semsynth.data.base import read_label  # noqa: E402

@@ -14,10 +14,9 @@ from PIL import Image
 
 from semsynth.cli import main
 from semsynth.labels import one_hot
-from semsynth.losses.diversity import class_masked_distance, min_over_outputs
+from semsynth.losses.best_of_k import class_masked_distance, min_over_outputs
 from semsynth.methods.cc_fpse.discriminator import FPSEDiscriminator, FPSEDiscriminatorConfig
-from semsynth.methods.cc_fpse.generator import (CCFPSEGenerator, CCFPSEGeneratorConfig,
-                                                conditional_depthwise_conv)
+from semsynth.methods.cc_fpse.generator import CCFPSEGenerator, CCFPSEGeneratorConfig, conditional_depthwise_conv
 from semsynth.methods.crn.generator import CRNGenerator, CRNGeneratorConfig, RefinementModule
 from semsynth.sample.sampler import Sampler
 
@@ -267,7 +266,7 @@ def test_crn_trains_samples_k_outputs_and_evaluates(crn_run, tmp_path, capsys):
     for i in range(5):
         assert torch.allclose(five[i], all_out[0, i % 2], atol=1e-5)
         assert not torch.allclose(five[i], all_out[0, 1 - i % 2], atol=1e-2)
-    assert "CRN" in sampler.local_resampling_unavailable()
+    assert "CRN" in sampler.region_resampling_unavailable()
     rc = main(["sample", str(ckpt), "--labels", str(label), "--resample-class", "3", "--out", str(tmp_path / "r"),
                "--device", "cpu"])
     assert rc == 2 and "CRN" in capsys.readouterr().err and not (tmp_path / "r").exists()

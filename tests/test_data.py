@@ -145,8 +145,8 @@ def test_cityscapes_sample():
 @needs_shared
 def test_cityscapes_train_ids_option():
     # CRN's label space: the same files read as the 19 train ids + void (19)
+    from semsynth.data.cityscapes_ids import cityscapes_label_to_train_id
     from semsynth.eval.evaluate import judge_labels
-    from semsynth.eval.segmenters.espnet import cityscapes_label_to_train_id
 
     cfg = cfg_for("cityscapes", SAMPLES / "cityscapes", height=32, width=64, options={"label_ids": "train"})
     info = dataset_info(cfg)

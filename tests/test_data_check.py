@@ -5,13 +5,10 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import yaml
 from PIL import Image
 
 from semsynth.cli import main
@@ -19,7 +16,7 @@ from semsynth.config import load_config
 from semsynth.data import build_dataset
 from semsynth.data.cache import cached_pair_bytes, resolve_cache, resolve_num_workers
 from semsynth.data.check import check_data, manifest_path
-from semsynth.train.checkpoint import load_checkpoint
+from semsynth.model.checkpoint import load_checkpoint
 from semsynth.train.loop import Trainer
 from semsynth.types import ConfigError, DataError
 

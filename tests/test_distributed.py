@@ -20,7 +20,7 @@ import torch
 from semsynth.batch_shard import BatchShard
 from semsynth.losses.kl import kl_divergence
 from semsynth.losses.n1 import class_balance_weights, labelmix_mask
-from semsynth.train.checkpoint import load_checkpoint
+from semsynth.model.checkpoint import load_checkpoint
 from semsynth.train.distributed import DistContext
 from semsynth.train.loop import StepBatchSampler, Trainer
 from semsynth.types import ConfigError

@@ -11,13 +11,9 @@ import torch
 
 from semsynth.config import DataConfig
 from semsynth.data import build_dataset
+from semsynth.data.cityscapes_ids import cityscapes_label_to_train_id
 from semsynth.eval.miou import CAMVID_VOID, ConfusionMatrix, segment_and_score
-from semsynth.eval.segmenters.espnet import (
-    ESPNet,
-    cityscapes_label_to_train_id,
-    default_weights_dir,
-    load_espnet,
-)
+from semsynth.eval.segmenters.espnet import ESPNet, default_weights_dir, load_espnet
 
 WEIGHTS = default_weights_dir()
 CAMVID = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "camvid"

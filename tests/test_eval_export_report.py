@@ -3,7 +3,6 @@
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 
@@ -106,7 +105,7 @@ def test_checkpoint_selection_on_val_keeps_best(tmp_path):
     evals = [r for r in recs if "eval_fid" in r]
     assert [r["step"] for r in evals] == [2, 4]
     best = min(evals, key=lambda r: r["eval_fid"])
-    from semsynth.train.checkpoint import load_checkpoint
+    from semsynth.model.checkpoint import load_checkpoint
 
     ck = load_checkpoint(out / "checkpoints" / "best.pt")
     assert ck["step"] == best["step"] and ck["best"]["fid"] == pytest.approx(best["eval_fid"])

@@ -8,8 +8,8 @@ import torch.nn.functional as F
 
 from semsynth.labels import one_hot
 from semsynth.methods.oasis.generator import GeneratorConfig, OASISGenerator
-from semsynth.noise import local_noise, noise_from_seeds
 from semsynth.nn.spade_fast import FactoredCond, factor_noise, shared_conv
+from semsynth.noise import local_noise, noise_from_seeds
 
 
 def _label(n=1, h=32, w=48, c=6, seed=0):

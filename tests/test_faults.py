@@ -11,7 +11,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,8 +20,9 @@ import pytest
 import torch
 
 from semsynth.cli import main
-from semsynth.config import DiskFull, load_config
-from semsynth.train.checkpoint import load_checkpoint
+from semsynth.config import load_config
+from semsynth.fileio import DiskFull
+from semsynth.model.checkpoint import load_checkpoint
 from semsynth.train.loop import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -123,7 +123,7 @@ def test_corrupt_latest_is_named_and_last_good_resume_is_explicit(reference, tmp
 
 
 def test_disk_full_keeps_the_previous_checkpoint_and_names_path_and_size(tmp_path, monkeypatch, capsys):
-    import semsynth.config as config
+    import semsynth.fileio as config
 
     real_fdopen = os.fdopen
     state = {"latest_writes": 0}
@@ -165,7 +165,7 @@ def test_disk_full_keeps_the_previous_checkpoint_and_names_path_and_size(tmp_pat
 
 
 def test_disk_full_is_a_diskfull_error(tmp_path, monkeypatch):
-    import semsynth.config as config
+    import semsynth.fileio as config
 
     def full(*a, **k):
         raise OSError(errno.ENOSPC, "No space left on device")

@@ -7,11 +7,14 @@ import pytest
 import torch
 
 from semsynth.labels import one_hot
+from semsynth.losses.n1 import (
+    class_balance_weights,
+    labelmix_loss,
+    labelmix_mask,
+    n1_cross_entropy,
+)
 from semsynth.methods.oasis.discriminator import DiscriminatorConfig, OASISDiscriminator
 from semsynth.methods.oasis.generator import GeneratorConfig, OASISGenerator
-from semsynth.losses.n1 import (
-    class_balance_weights, labelmix_loss, labelmix_mask, n1_cross_entropy,
-)
 from semsynth.noise import class_region, local_noise, noise_from_seeds
 
 

@@ -1,6 +1,5 @@
 """``semsynth import-official``: official OASIS key names and label spaces in, same images out."""
 
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,8 +9,11 @@ from semsynth.config import DataConfig
 from semsynth.data import dataset_info
 from semsynth.methods.oasis.discriminator import DiscriminatorConfig, OASISDiscriminator
 from semsynth.methods.oasis.generator import GeneratorConfig, OASISGenerator
-from semsynth.methods.oasis.official import (
-    OFFICIAL_DATASETS, channel_map, discriminator_to_official, generator_to_official,
+from semsynth.model.official.oasis import (
+    OFFICIAL_DATASETS,
+    channel_map,
+    discriminator_to_official,
+    generator_to_official,
 )
 from semsynth.sample.sampler import Sampler
 

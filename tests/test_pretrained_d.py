@@ -18,19 +18,17 @@ from semsynth.eval.fid import kernel_inception_distance
 from semsynth.labels import one_hot
 from semsynth.losses.n1 import class_balance_weights, n1_cross_entropy
 from semsynth.methods.oasis.pretrained_discriminator import PretrainedDConfig, PretrainedUNetDiscriminator
+from semsynth.model.build import build_method
+from semsynth.model.checkpoint import load_checkpoint
 from semsynth.nn.diffaug import diff_augment, parse_policy
 from semsynth.nn.efficientnet_lite import EfficientNetLite0, lite0_checkpoint, load_lite0, preprocess_lite0
-from semsynth.train.checkpoint import load_checkpoint
-from semsynth.train.loop import build_method, train_step
+from semsynth.train.loop import train_step
 from semsynth.types import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "oasis" / "tiny.yaml"
 CAMVID = ROOT / ".." / "shared" / "datasets" / "camvid"
-TINY_PD = ["model.discriminator_type=pretrained_unet", "model.diffaug=color,translation,cutout",
-           "model.pretrained.channels=[16,16,8,8]", "model.pretrained.last_channels=8",
-           "model.pretrained.backbone_scale=1.0", "model.discriminator.channels=[128,128,256,256,512,512]",
-           "model.discriminator.last_channels=64"]
+TINY_PD = ROOT / "configs" / "oasis" / "tiny_pretrained_d.yaml"
 # ImageNet ids of street-scene classes: vehicles, traffic light, street sign, pole, parking meter
 STREET = {407, 436, 468, 511, 609, 627, 656, 661, 717, 751, 817, 829, 874, 779, 654, 675, 734, 864, 867, 569,
           555, 920, 919, 733, 705, 565, 671, 444, 670, 665, 466, 547, 704, 575, 479, 581}
@@ -104,7 +102,7 @@ def test_pretrained_d_shapes_frozen_backbone_and_real_statistics():
 
 @needs_lite0
 def test_training_step_trains_the_decoder_only_and_reaches_g_through_the_backbone():
-    cfg = load_config(TINY, TINY_PD)
+    cfg = load_config(TINY_PD)
     info = dataset_info(cfg.data)
     torch.manual_seed(0)
     method = build_method(cfg, info)
@@ -128,7 +126,8 @@ def test_training_step_trains_the_decoder_only_and_reaches_g_through_the_backbon
 
 def test_config_keys_the_chosen_discriminator_ignores_are_errors():
     info = dataset_info(load_config(TINY).data)
-    with pytest.raises(ConfigError, match="model.pretrained is set"):
+    with pytest.raises(ConfigError, match="model.pretrained.backbone_scale is set but model.discriminator_type is "
+                                          "'oasis'"):
         build_method(load_config(TINY, ["model.pretrained.backbone_scale=1.5"]), info)
     with pytest.raises(ConfigError, match="model.diffaug: unknown DiffAugment op"):
         build_method(load_config(TINY, ["model.diffaug=color,rotate"]), info)
@@ -236,19 +235,19 @@ def test_kid_hand_computed_and_unbiased():
 @needs_lite0
 @pytest.mark.slow
 def test_pretrained_d_run_resumes_bit_identically_and_info_counts(tmp_path, capsys):
-    sets = [x for s in TINY_PD + ["train.max_steps=2", "train.tensorboard=false", "train.sample_every=100"]
+    sets = [x for s in ["train.max_steps=2", "train.tensorboard=false", "train.sample_every=100"]
             for x in ("--set", s)]
     full, part = tmp_path / "full", tmp_path / "part"
-    assert main(["train", str(TINY), "--out", str(full), "--no-progress", *sets]) == 0
-    assert main(["train", str(TINY), "--out", str(part), "--no-progress", *sets, "--set", "train.max_steps=1"]) == 0
-    assert main(["train", str(TINY), "--out", str(part), "--no-progress", *sets, "--resume"]) == 0
+    assert main(["train", str(TINY_PD), "--out", str(full), "--no-progress", *sets]) == 0
+    assert main(["train", str(TINY_PD), "--out", str(part), "--no-progress", *sets, "--set", "train.max_steps=1"]) == 0
+    assert main(["train", str(TINY_PD), "--out", str(part), "--no-progress", *sets, "--resume"]) == 0
     a = load_checkpoint(full / "checkpoints" / "latest.pt")
     b = load_checkpoint(part / "checkpoints" / "latest.pt")
     for key in ("method", "ema"):
         for name in a[key]:
             assert torch.equal(a[key][name], b[key][name]), f"{key}.{name} differs after resume"
     capsys.readouterr()
-    assert main(["info", str(TINY), "--json", *sets]) == 0
+    assert main(["info", str(TINY_PD), "--json", *sets]) == 0
     counts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])["parameters"]
     assert counts["D_frozen_backbone"] == 4_652_008 and 0 < counts["D"] < 100_000
 
@@ -303,3 +302,25 @@ def test_diversity_term_pairs_even_indices_and_pushes_g_apart():
         build_method(load_config(TINY, ["model.diversity_tau=0.5"]), info)
     with pytest.raises(ConfigError, match="needs noise"):
         build_method(load_config(TINY, ["model.lambda_diversity=1", "model.generator.z_dim=0"]), info)
+
+
+def test_keys_the_chosen_options_ignore_are_rejected_by_name_and_reason():
+    """Issue 19: a key given in YAML or --set that the chosen options ignore is an error
+    naming the key and the reason; the same values stored in a checkpoint's full config
+    (every key present) still load."""
+    from semsynth.config import config_from_dict, config_to_dict
+
+    crn = ROOT / "configs" / "crn" / "tiny.yaml"
+    with pytest.raises(ConfigError, match=r"train\.lr_d is set but this method has no discriminator"):
+        load_config(crn, ["train.lr_d=0.001"])
+    spade = ROOT / "configs" / "spade" / "tiny.yaml"
+    with pytest.raises(ConfigError, match=r"model\.lambda_kld is set but it is used only with the image encoder"):
+        load_config(spade, ["model.lambda_kld=0.1"])
+    assert load_config(spade, ["model.generator.use_vae=true", "model.lambda_kld=0.1"]).model.lambda_kld == 0.1
+    with pytest.raises(ConfigError, match=r"model\.discriminator\.channels, model\.discriminator\.last_channels are set "
+                                          r"but model\.discriminator_type is 'pretrained_unet'"):
+        load_config(TINY, ["model.discriminator_type=pretrained_unet"])
+    with pytest.raises(ConfigError, match=r"model\.lambda_labelmix is set but model\.labelmix is false"):
+        load_config(TINY, ["model.labelmix=false", "model.lambda_labelmix=5"])
+    full = config_to_dict(load_config(TINY))  # a stored config carries every key
+    assert config_from_dict(full).model.discriminator_type == "oasis"

@@ -17,7 +17,7 @@ import pytest
 import torch
 
 from semsynth.cli import main
-from semsynth.train.checkpoint import FORMAT, UnsafeCheckpoint, load_checkpoint, restore_rng
+from semsynth.model.checkpoint import FORMAT, UnsafeCheckpoint, load_checkpoint, restore_rng
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "oasis" / "tiny.yaml"

@@ -10,6 +10,7 @@ import torch.nn as nn
 
 from semsynth.config import EMAConfig
 from semsynth.losses.n1 import labelmix_mask
+from semsynth.methods.base import Generator
 from semsynth.nn.init import apply_init, xavier_init_
 from semsynth.noise import noise_from_seeds
 from semsynth.sample.sampler import Sampler
@@ -19,12 +20,13 @@ from semsynth.types import ConfigError, DataError, DatasetInfo
 INFO = DatasetInfo("toy", ("sky", "road", "car"), ((0, 0, 255), (128, 64, 128), (0, 0, 142)), None)
 
 
-class PixelLocalGenerator(nn.Module):
+class PixelLocalGenerator(Generator):
     """A generator whose pixel (y, x) depends only on the noise at (y, x): image = tanh of
     the first three noise channels. Local re-sampling is then exact: inside the region the
     image equals the new seed's, outside the base seed's."""
 
     z_dim = 4
+    noise = "spatial"
 
     def forward(self, label_onehot, z=None, seeds=None):
         n, _, h, w = label_onehot.shape
@@ -218,7 +220,7 @@ def test_official_init_matches_the_official_rule():
 def test_oasis_official_init_zeroes_spade_modulation():
     from semsynth.config import load_config
     from semsynth.data import dataset_info
-    from semsynth.train.loop import build_method
+    from semsynth.model.build import build_method
 
     root = __import__("pathlib").Path(__file__).resolve().parents[1]
     cfg = load_config(root / "configs" / "oasis" / "tiny.yaml")

@@ -20,10 +20,11 @@ from semsynth.losses.gan import feature_matching_loss, hinge_d_loss, hinge_g_los
 from semsynth.losses.kl import kl_divergence
 from semsynth.losses.vgg import VGG_LAYERS, VGG_WEIGHTS, vgg_loss
 from semsynth.methods.spade.generator import EncoderConfig, SPADEGenerator, SPADEGeneratorConfig
+from semsynth.model.build import build_method
 from semsynth.nn.patch_gan import MultiscaleDiscriminator, PatchGANConfig
 from semsynth.nn.perceptual import VGG16_LAYERS, load_vgg16, read_vgg16_params
 from semsynth.sample.sampler import Sampler
-from semsynth.train.loop import build_method
+from semsynth.types import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
 SPADE_TINY = ROOT / "configs" / "spade" / "tiny.yaml"
@@ -34,12 +35,13 @@ ABLATION = sorted((ROOT / "configs" / "ablation").glob("camvid_*.yaml"))
 ABLATION_TINY = [
     "data.height=48", "data.width=64", "data.load_height=null", "data.load_width=null",
     "model.generator.channels=[32,32,16,8]", "model.generator.z_dim=8", "model.generator.spade_hidden=16",
-    "model.discriminator.channels=[16,32]", "model.discriminator.last_channels=16",
-    "model.patchgan.ndf=8", "model.patchgan.n_layers_D=3",
     "train.max_steps=2", "train.max_minutes=null", "train.batch_size=2", "train.log_every=1",
     "train.sample_every=2", "train.checkpoint_every=2", "train.latest_every=2", "train.grid_labels=2",
     "train.grid_samples=2", "train.ema.halflife_kimg=0.01", "train.ema.bn_refresh_batches=2",
 ]
+# ... and the D in use (a D that is not built takes no keys)
+ABLATION_TINY_D = {False: ["model.discriminator.channels=[16,32]", "model.discriminator.last_channels=16"],
+                   True: ["model.patchgan.ndf=8", "model.patchgan.n_layers_D=3"]}
 
 # ----------------------------------------------------------------- parameter counts
 
@@ -279,7 +281,8 @@ def test_spade_sample_without_encoder_is_deterministic_and_says_so(spade_run, tm
 def test_spade_with_encoder_samples_per_seed_and_follows_a_style_image(tmp_path, capsys):
     out = tmp_path / "vae"
     assert main(["train", str(SPADE_TINY), "--out", str(out), "--no-progress", "--set", "train.max_steps=2",
-                 "--set", "model.generator.use_vae=true"]) == 0
+                 "--set", "model.generator.use_vae=true", "--set", "model.generator.z_dim=8",
+                 "--set", "model.generator.encoder.ndf=4", "--set", "model.generator.encoder.input_size=32"]) == 0
     rec = [json.loads(x) for x in (out / "stats.jsonl").read_text().splitlines()][-1]
     assert rec["G_kld"] > 0
     ckpt = out / "checkpoints" / "latest.pt"
@@ -296,8 +299,8 @@ def test_spade_with_encoder_samples_per_seed_and_follows_a_style_image(tmp_path,
     # the same as generating with the encoder's mean of the reference image
     sampler = Sampler.from_checkpoint(ckpt)
     z = sampler.style_latent(np.asarray(Image.open(style).convert("RGB")))
-    from semsynth.sample.sampler import read_label_png
     from semsynth.labels import to_uint8_image
+    from semsynth.sample.sampler import read_label_png
     lab = sampler.prepare_label(read_label_png(label, sampler.info))
     assert np.array_equal(img, to_uint8_image(sampler.generate(lab, z=z))[0])
     # the style image matters: another photo gives another latent and another image
@@ -319,16 +322,19 @@ def test_spade_eval_json(spade_run, tmp_path, capsys):
 
 @pytest.mark.parametrize("config", ABLATION, ids=lambda p: p.stem)
 def test_ablation_configs_train_sample_and_evaluate(config, tmp_path, capsys):
-    cfg = load_config(config, ABLATION_TINY)
+    tiny = ABLATION_TINY + ABLATION_TINY_D["spade_d" in config.stem]
+    cfg = load_config(config, tiny)
     patchgan = cfg.model.discriminator_type == "multiscale_patchgan"
     assert patchgan == ("spade_d" in config.stem)
+    with pytest.raises(ConfigError, match="(is|are) set but model.discriminator_type is"):
+        load_config(config, ABLATION_TINY + ABLATION_TINY_D[not patchgan])
     assert (cfg.model.lambda_vgg > 0) == config.stem.endswith("_vgg")
     method = build_method(cfg, dataset_info(cfg.data))
     disc = type(method.discriminator).__name__
     assert disc == ("MultiscaleDiscriminator" if patchgan else "OASISDiscriminator")
     out = tmp_path / "run"
     args = ["train", str(config), "--out", str(out), "--no-progress"]
-    for o in ABLATION_TINY:
+    for o in tiny:
         args += ["--set", o]
     assert main(args) == 0
     rec = [json.loads(x) for x in (out / "stats.jsonl").read_text().splitlines()][-1]

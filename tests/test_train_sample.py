@@ -10,7 +10,7 @@ from PIL import Image
 
 from semsynth.cli import main, parse_seeds
 from semsynth.config import load_config
-from semsynth.train.checkpoint import load_checkpoint, save_checkpoint
+from semsynth.model.checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from semsynth.train.loop import Trainer, TrainingDiverged
 from semsynth.types import ConfigError
 
@@ -105,9 +105,14 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch
     assert load_checkpoint(tmp_path / "checkpoints" / "latest.pt")["step"] == 2
 
 
+def _state(step):
+    return TrainingState(config={}, dataset_info={}, method={}, ema={}, optimizers={}, step=step, images_seen=0,
+                         elapsed_seconds=0.0, rng={})
+
+
 def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
     path = tmp_path / "c.pt"
-    save_checkpoint(path, {"step": 1})
+    save_checkpoint(path, _state(1))
     import os
 
     def boom(*a, **k):
@@ -115,7 +120,7 @@ def test_checkpoint_write_is_atomic(tmp_path, monkeypatch):
 
     monkeypatch.setattr(os, "replace", boom)
     with pytest.raises(OSError):
-        save_checkpoint(path, {"step": 2})
+        save_checkpoint(path, _state(2))
     assert load_checkpoint(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 

@@ -12,15 +12,15 @@ import torch
 
 from semsynth.config import load_config
 from semsynth.data import dataset_info
-from semsynth.train.loop import build_method, train_step
+from semsynth.model.build import build_method
+from semsynth.train.loop import make_optimizers, train_step
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "configs" / "oasis" / "tiny.yaml"
 
 
 def _optimizers(method, cfg):
-    return {p: torch.optim.Adam(method.phase_parameters(p), lr=method.phase_lr(p, cfg.train),
-                                betas=tuple(cfg.train.betas)) for p in method.phases}
+    return make_optimizers(method, cfg.train)
 
 
 def test_channels_last_step_equals_the_contiguous_step_up_to_rounding():

@@ -6,7 +6,6 @@ downloaded here). Without it the test skips with that instruction, unless
 ``SEMSYNTH_REQUIRE_BROWSER=1`` (set by ``.ci/run``), which makes its absence a failure."""
 
 import io
-import json
 import os
 import re
 import shutil

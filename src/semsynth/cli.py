@@ -48,7 +48,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     """``semsynth info CONFIG [--set k=v] [--json]``."""
     from semsynth.config import config_to_dict, config_to_yaml, load_config
     from semsynth.data import build_dataset, dataset_info
-    from semsynth.train.loop import build_method
+    from semsynth.model.build import build_method
 
     cfg = load_config(args.config, args.set or [])
     info = dataset_info(cfg.data)
@@ -112,8 +112,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
     from semsynth.imageio import save_png
     from semsynth.labels import to_uint8_image
+    from semsynth.model.build import select_device
     from semsynth.sample.sampler import Sampler, read_label_png, read_mask_png
-    from semsynth.train.loop import select_device
     from semsynth.types import DataError
 
     seeds = parse_seeds(args.seeds)
@@ -145,10 +145,10 @@ def cmd_sample(args: argparse.Namespace) -> int:
         except (OSError, ValueError) as exc:
             raise DataError(f"--style {args.style}: cannot read the image ({exc})") from None
         style = sampler.style_latent(style_img, source=f"--style {args.style}")
-    if local and sampler.local_resampling_unavailable():
-        raise DataError(f"--resample-class/--resample-mask: {sampler.local_resampling_unavailable()}")
-    deterministic = (sampler.z_dim == 0 and sampler.num_outputs == 1) or style is not None
-    if sampler.z_dim == 0 and sampler.num_outputs > 1:
+    if local and sampler.region_resampling_unavailable():
+        raise DataError(f"--resample-class/--resample-mask: {sampler.region_resampling_unavailable()}")
+    deterministic = sampler.deterministic or style is not None
+    if sampler.noise == "none" and sampler.num_outputs > 1:
         k = sampler.num_outputs
         print(f"note: this generator takes no noise; it makes {k} fixed images per label map: "
               f"seed i gives output i mod {k}" + (f" (seeds {seeds} repeat outputs)" if len(set(s % k for s in seeds)) < len(seeds) else ""),
@@ -207,7 +207,7 @@ def cmd_data_check(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     """``semsynth serve CHECKPOINT_OR_EXPORT [--host H] [--port P] [--device D] [--queue-size N]
     [--cache-seconds S]`` (blocks)."""
-    from semsynth.train.loop import select_device
+    from semsynth.model.build import select_device
     from semsynth.web.app import serve
 
     serve(args.checkpoint, args.host, args.port, str(select_device(args.device)), queue_size=args.queue_size,
@@ -217,7 +217,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 def cmd_export(args: argparse.Namespace) -> int:
     """``semsynth export CHECKPOINT --out DIR [--max-shard-mb M] [--raw] [--half]``."""
-    from semsynth.export import export_generator
+    from semsynth.model.export import export_generator
 
     path = export_generator(args.checkpoint, args.out, args.max_shard_mb, use_ema=not args.raw, half=args.half)
     print(json.dumps({"export": str(path.parent)}))
@@ -227,7 +227,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
     """``semsynth convert-checkpoint OLD NEW``: a format-v1 checkpoint as v2 (weights-only
     readable). OLD is read without running code from it (see ``convert_checkpoint``)."""
-    from semsynth.train.checkpoint import convert_checkpoint
+    from semsynth.model.checkpoint import convert_checkpoint
 
     ckpt = convert_checkpoint(args.old, args.new)
     print(json.dumps({"checkpoint": str(args.new), "format": ckpt["format"], "step": int(ckpt.get("step", 0))}))
@@ -236,7 +236,7 @@ def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
 
 def cmd_import_official(args: argparse.Namespace) -> int:
     """``semsynth import-official PATH --dataset NAME [--out DIR] [--which latest] [--z-dim 64]``."""
-    from semsynth.methods.oasis.official import import_official
+    from semsynth.model.official.oasis import import_official
 
     out = Path(args.out) if args.out else Path("runs") / f"official_{args.dataset}"
     path = import_official(args.path, args.dataset, out, z_dim=args.z_dim, which=args.which)

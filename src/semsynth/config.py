@@ -13,10 +13,7 @@ configs), so a misspelt key in a YAML file or in ``--set`` is an error naming th
 
 from __future__ import annotations
 
-import errno
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass, field, fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Optional, Sequence, Tuple, Union
@@ -24,7 +21,8 @@ from typing import Any, Optional, Sequence, Tuple, Union
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from semsynth.types import ConfigError, SemsynthError
+from semsynth.fileio import atomic_write_bytes
+from semsynth.types import ConfigError
 
 
 @dataclass(frozen=True)
@@ -242,6 +240,35 @@ def _check_data_config(d: DataConfig, source: str) -> None:
         raise ConfigError(f"{source}: data.check_workers must be >= 0 (0 = all CPUs), got {d.check_workers}")
 
 
+def _given_keys(node: Any, prefix: str = "") -> list[str]:
+    """Dotted leaf keys present in a YAML/``--set`` node (``data.options`` counts as a leaf)."""
+    out: list[str] = []
+    for k, v in node.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and key != "data.options":
+            out.extend(_given_keys(v, key + "."))
+        else:
+            out.append(key)
+    return out
+
+
+def _check_ignored_keys(given: Sequence[str], cfg: Config, source: str) -> None:
+    """Reject keys that the chosen options ignore (the method's ``ignored_keys``)."""
+    from semsynth.registry import get_method
+
+    ignored = get_method(cfg.method).ignored_keys(cfg)
+    hits: dict[str, list[str]] = {}
+    for key in given:
+        for prefix in ignored:
+            if key == prefix or key.startswith(prefix + "."):
+                hits.setdefault(prefix, []).append(key)
+                break
+    if hits:
+        parts = [f"{', '.join(keys)} {'is' if len(keys) == 1 else 'are'} set but {ignored[p]}"
+                 for p, keys in hits.items()]
+        raise ConfigError(f"{source}: " + "; ".join(parts) + " (remove the key(s))")
+
+
 def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] = ()) -> Config:
     """Load a YAML config file and apply dotted ``key=value`` overrides.
 
@@ -253,8 +280,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         The validated, frozen :class:`Config`.
 
     Raises:
-        ConfigError: unreadable file, unknown key, value of the wrong type, unknown method;
-            the message names the file (or ``--set``) and the key.
+        ConfigError: unreadable file, unknown key, value of the wrong type, unknown method,
+            or a key the chosen options ignore (the method's ``ignored_keys``, with the
+            reason); the message names the file (or ``--set``) and the key.
     """
     source = str(path) if path is not None else "<defaults>"
     try:
@@ -273,7 +301,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
         merged = OmegaConf.merge(base, OmegaConf.from_dotlist(list(overrides)))
     except OmegaConfBaseException as exc:
         raise ConfigError(f"--set {list(overrides)}: {exc}") from None
-    return _resolve(merged, source if not overrides else f"{source} with --set {' '.join(overrides)}")
+    source = source if not overrides else f"{source} with --set {' '.join(overrides)}"
+    cfg = _resolve(merged, source)
+    _check_ignored_keys(_given_keys(OmegaConf.to_container(merged)), cfg, source)
+    return cfg
 
 
 def config_to_dict(cfg: Config) -> dict:
@@ -299,51 +330,6 @@ def config_from_dict(data: dict, source: str = "<checkpoint>") -> Config:
 def config_to_yaml(cfg: Config) -> str:
     """The YAML text of a Config (what ``config.yaml`` in a run folder holds)."""
     return OmegaConf.to_yaml(OmegaConf.create(config_to_dict(cfg)))
-
-
-class DiskFull(SemsynthError, OSError):
-    """No space left while writing a file; the previous version of the file is intact.
-
-    The message names the file, the bytes needed and the bytes free on its file system.
-    """
-
-    def __str__(self) -> str:
-        return str(self.strerror)
-
-
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically: a temp file in the same folder, then rename.
-
-    A crash at any moment leaves either the old file or the new one, never a partial file
-    (a SIGKILL between write and rename can leave the temp file ``.<name>.*.tmp``; the
-    trainer removes those, see :mod:`semsynth.train.runfolder`).
-
-    Raises:
-        DiskFull: the file system ran out of space (``ENOSPC``/``EDQUOT``); the temp file is
-            removed and ``path`` keeps its previous content.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = ""
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
-        if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
-            free = shutil.disk_usage(path.parent).free
-            raise DiskFull(exc.errno, f"no space left on the device to write {path}: it needs {len(data):,} bytes, "
-                                      f"{free:,} are free; the previous {path.name} (if any) is intact") from None
-        raise
-    except BaseException:
-        if tmp and os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def save_config(cfg: Config, path: str | os.PathLike) -> None:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semsynth.config import atomic_write_bytes
+from semsynth.fileio import atomic_write_bytes
 
 __all__ = ["png_bytes", "save_png"]
 

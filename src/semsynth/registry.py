@@ -59,6 +59,12 @@ def get_method(name: str) -> type:
     return _METHODS[name]
 
 
+def registered_methods() -> list[str]:
+    """Names of every registered method (the built-in ones loaded first), sorted."""
+    _load_builtins(_BUILTIN_METHOD_MODULES)
+    return sorted(_METHODS)
+
+
 def get_dataset(name: str) -> Callable:
     """The dataset class registered under ``name``; KeyError listing the known names."""
     if name not in _DATASETS:

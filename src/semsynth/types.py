@@ -56,6 +56,22 @@ class DatasetInfo:
         if self.ignore_index is not None and not 0 <= self.ignore_index < len(self.class_names):
             raise ValueError(f"DatasetInfo {self.name!r}: ignore_index {self.ignore_index} out of range")
 
+    def to_dict(self) -> dict:
+        """The label space as plain data (what checkpoints and exports store; ``extra``
+        is left out): ``{"name", "class_names", "palette", "ignore_index"}``."""
+        return {"name": self.name, "class_names": list(self.class_names),
+                "palette": [list(c) for c in self.palette], "ignore_index": self.ignore_index}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DatasetInfo":
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            KeyError: a key missing; ValueError: as the constructor.
+        """
+        return cls(name=d["name"], class_names=tuple(d["class_names"]),
+                   palette=tuple(tuple(int(v) for v in c) for c in d["palette"]), ignore_index=d["ignore_index"])
+
     @property
     def semantic_nc(self) -> int:
         """Number of one-hot channels = number of label ids, don't-care included."""

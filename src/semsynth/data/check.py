@@ -230,7 +230,7 @@ def check_split(ds, split: str, *, workers: int = 0, progress: bool = False, wri
             snapped_per_file[Path(ds.pairs[i][1]).name] = int(rec["snapped"])
     total = max(int(counts.sum()), 1)
     if write and (todo or gone or not path.is_file()):
-        from semsynth.config import atomic_write_bytes
+        from semsynth.fileio import atomic_write_bytes
 
         try:
             blob = {"version": MANIFEST_VERSION, "dataset": info.name, "split": split,

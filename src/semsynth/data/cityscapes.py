@@ -118,7 +118,7 @@ def _label_ids(cfg: DataConfig | None) -> str:
 def train_id_lut() -> np.ndarray:
     """labelId (0-33) → train id (0-18), every other labelId → 19 (void); ``(256,)`` int64
     with -1 for raw values that are not labelIds."""
-    from semsynth.eval.segmenters.espnet import cityscapes_label_to_train_id
+    from semsynth.data.cityscapes_ids import cityscapes_label_to_train_id
 
     train = cityscapes_label_to_train_id(np.arange(34))
     return make_lut({i: (int(t) if t != 255 else 19) for i, t in enumerate(train)})

@@ -19,8 +19,7 @@ blender, hair brush) are never annotated in COCO but keep their channels.
 from __future__ import annotations
 
 from semsynth.config import DataConfig, data_root
-from semsynth.data.base import (PairedDataset, check_options, color_map, index_by_stem, list_files, make_lut,
-                                pair_by_key)
+from semsynth.data.base import PairedDataset, check_options, color_map, index_by_stem, list_files, make_lut, pair_by_key
 from semsynth.data.transforms import transform_from_config
 from semsynth.registry import register_dataset
 from semsynth.types import DatasetInfo

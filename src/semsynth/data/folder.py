@@ -71,8 +71,18 @@ from pathlib import Path
 import numpy as np
 
 from semsynth.config import DataConfig, data_root
-from semsynth.data.base import (IMAGE_EXTENSIONS, PairedDataset, _open, check_options, color_map, index_by_stem, list_files,
-                                pair_by_key, read_image, read_label)
+from semsynth.data.base import (
+    IMAGE_EXTENSIONS,
+    PairedDataset,
+    _open,
+    check_options,
+    color_map,
+    index_by_stem,
+    list_files,
+    pair_by_key,
+    read_image,
+    read_label,
+)
 from semsynth.data.transforms import transform_from_config
 from semsynth.registry import register_dataset
 from semsynth.types import DataError, DatasetInfo

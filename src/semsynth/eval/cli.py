@@ -21,7 +21,7 @@ def _print_result(result: dict, as_json: bool) -> None:
 def cmd_eval(args: argparse.Namespace) -> int:
     """``semsynth eval CHECKPOINT [--split val] [--metrics ...] [--limit N] [--out DIR] [--json]``."""
     from semsynth.eval.evaluate import evaluate_checkpoint, parse_metrics
-    from semsynth.train.loop import select_device
+    from semsynth.model.build import select_device
 
     res = evaluate_checkpoint(args.checkpoint, split=args.split, metrics=parse_metrics(args.metrics),
                               limit=args.limit, out_dir=args.out, device=select_device(args.device))
@@ -33,7 +33,7 @@ def cmd_eval_real(args: argparse.Namespace) -> int:
     """``semsynth eval-real CONFIG [--split val] [--metrics miou,fid] [--limit N] [--native] [--json]``."""
     from semsynth.config import load_config
     from semsynth.eval.evaluate import evaluate_real, parse_metrics
-    from semsynth.train.loop import select_device
+    from semsynth.model.build import select_device
 
     cfg = load_config(args.config, args.set or [])
     res = evaluate_real(cfg, split=args.split, metrics=parse_metrics(args.metrics), limit=args.limit,

@@ -157,7 +157,7 @@ def judge_labels(info: DatasetInfo, label: np.ndarray) -> tuple[np.ndarray, int 
     if info.name == "cityscapes" and info.semantic_nc == 20:  # train-id space: 19 = void
         return np.where(np.asarray(label) == 19, 255, np.asarray(label)).astype(np.int64), 255
     if info.name == "cityscapes":
-        from semsynth.eval.segmenters.espnet import cityscapes_label_to_train_id
+        from semsynth.data.cityscapes_ids import cityscapes_label_to_train_id
 
         return cityscapes_label_to_train_id(label), 255
     return label, info.ignore_index
@@ -198,10 +198,10 @@ def diversity_of(sampler, labels: torch.Tensor, num_maps: int, num_samples: int,
         lps.append(float(lpips_pairwise(samples.to(device), lp)))
     out = {"ms_ssim": float(np.mean(ms)), "lpips": float(np.mean(lps)),
            "diversity_maps": len(ms), "diversity_samples": num_samples}
-    if sampler.z_dim == 0 and sampler.num_outputs > 1:
+    if sampler.noise == "none" and sampler.num_outputs > 1:
         out["diversity_note"] = (f"no noise input: {sampler.num_outputs} fixed outputs per label map "
                                  f"(seed i gives output i mod {sampler.num_outputs})")
-    elif sampler.z_dim == 0:
+    elif sampler.deterministic:
         out["diversity_note"] = "deterministic generator (no noise input): every seed gives the same image"
     return out
 
@@ -323,7 +323,7 @@ def evaluate_real(cfg: Config, split: str | None = None, metrics=("miou", "fid",
 def _write_outputs(out: Path, result: dict, images, names) -> None:
     import json
 
-    from semsynth.config import atomic_write_bytes
+    from semsynth.fileio import atomic_write_bytes
     from semsynth.imageio import save_png
 
     atomic_write_bytes(out / "metrics.json", (json.dumps(result, indent=2) + "\n").encode())

@@ -15,7 +15,7 @@ import shutil
 from pathlib import Path
 from typing import Sequence
 
-from semsynth.config import atomic_write_bytes
+from semsynth.fileio import atomic_write_bytes
 from semsynth.types import DataError
 
 COLUMNS = ("fid", "miou", "pixel_acc", "ms_ssim", "lpips")

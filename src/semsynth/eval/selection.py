@@ -10,8 +10,6 @@ from __future__ import annotations
 
 from typing import Callable
 
-import torch
-
 from semsynth.config import Config
 
 

@@ -8,13 +8,75 @@ NVlabs/edm's ``training_loop.py``. Per training step the loop calls, for each ph
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Sequence
 
 import torch
 import torch.nn as nn
 
 from semsynth.batch_shard import BatchShard
 from semsynth.types import DatasetInfo
+
+#: Values of :attr:`Generator.noise`.
+NOISE_KINDS = ("none", "vector", "spatial")
+
+
+class Generator(nn.Module):
+    """The declared surface of every method's generator: what the Sampler, the CLI, the web
+    editor and the evaluator may rely on (as diffusers' declared model surface).
+
+    Attributes:
+        z_dim: noise channels it takes (0 = none).
+        noise: ``"none"`` (no noise input: deterministic, or ``num_outputs`` fixed images),
+            ``"vector"`` (one ``(z_dim,)`` latent per image, e.g. SPADE's encoder latent:
+            no region can be re-sampled alone) or ``"spatial"`` (a noise value per pixel,
+            OASIS's 3D noise: a region can be re-sampled, OASIS Sec. 4).
+        num_outputs: fixed images per label map of a noise-free generator (CRN's ``k``:
+            seed ``i`` selects output ``i mod k``); 1 otherwise.
+        has_encoder: whether :meth:`encode` maps a photo to a latent (style-guided
+            synthesis, SPADE with its encoder).
+
+    Subclasses set these in ``__init__`` (or as class attributes) and implement
+    :meth:`forward`.
+    """
+
+    z_dim: int = 0
+    noise: str = "none"
+    num_outputs: int = 1
+
+    @property
+    def has_encoder(self) -> bool:
+        """True when :meth:`encode` is available (default: no encoder)."""
+        return False
+
+    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(mu, logvar)``, each ``(N, z_dim)``, of photos ``(N, 3, H, W)`` in [-1, 1].
+
+        Raises:
+            ValueError: this generator has no image encoder.
+        """
+        raise ValueError(f"{type(self).__name__} has no image encoder")
+
+    def forward(self, label_onehot: torch.Tensor, z: torch.Tensor | None = None,
+                seeds: Sequence[int] | None = None) -> torch.Tensor:
+        """Images of label maps.
+
+        Args:
+            label_onehot: ``(N, semantic_nc, H, W)`` float one-hot at the generator's size.
+            z: noise: ``(N, z_dim)`` (``"vector"``/``"spatial"``) or ``(N, z_dim, H, W)``
+                (``"spatial"``); must be ``None`` for ``noise == "none"`` generators that
+                reject it (CRN, CC-FPSE).
+            seeds: with ``z=None``, one int per sample: its noise is drawn from that seed
+                (:func:`semsynth.noise.noise_from_seeds`), or (CRN) it selects output
+                ``seed mod k``; ignored by deterministic generators. With both ``None``,
+                training noise from torch's global RNG.
+
+        Returns:
+            ``(N, 3, H, W)`` float in [-1, 1].
+
+        Raises:
+            ValueError: wrong channels or size, or noise of the wrong shape.
+        """
+        raise NotImplementedError
 
 
 def count_parameters(module: nn.Module | None) -> int:
@@ -28,9 +90,8 @@ class Method(nn.Module):
 
     Subclasses set ``config_class`` (their frozen model-config dataclass, the ``model:``
     section of a run config), ``phases`` (update order within a step; empty for methods
-    that are fitted in one pass, like the class-mean painter) and ``generator`` (an
-    ``nn.Module`` called as ``generator(label_onehot, z=None, seeds=None)`` returning
-    ``(N, 3, H, W)`` images in [-1, 1]).
+    that are fitted in one pass, like the class-mean painter) and ``generator`` (a
+    :class:`Generator`).
 
     Args:
         model_cfg: an instance of ``config_class``.
@@ -40,7 +101,7 @@ class Method(nn.Module):
 
     config_class: type = object
     phases: tuple[str, ...] = ()
-    generator: nn.Module
+    generator: Generator
 
     def __init__(self, model_cfg, info: DatasetInfo, height: int, width: int) -> None:
         super().__init__()
@@ -51,7 +112,30 @@ class Method(nn.Module):
     @property
     def z_dim(self) -> int:
         """Noise channels the generator takes (0 = deterministic method)."""
-        return int(getattr(self.generator, "z_dim", 0))
+        return int(self.generator.z_dim)
+
+    @classmethod
+    def ignored_keys(cls, cfg) -> dict[str, str]:
+        """Config keys (dotted, a key or a whole section) that ``cfg``'s chosen options
+        ignore, each with the reason. :func:`semsynth.config.load_config` rejects a YAML file
+        or ``--set`` that gives one of them (checkpoints' stored configs are not checked).
+
+        Default: ``train.lr_d`` when there is no ``"D"`` phase; ``train.lr_g``/``lr_d``/
+        ``betas`` when there are no phases at all. Methods add their own.
+
+        Args:
+            cfg: the whole :class:`semsynth.config.Config` (``cfg.model`` is this method's).
+
+        Returns:
+            ``{dotted key: why it is ignored}``.
+        """
+        if not cls.phases:
+            why = "this method is fitted in one pass, without an optimizer"
+            return {"train.lr_g": why, "train.lr_d": why, "train.betas": why}
+        if "D" not in cls.phases:
+            return {"train.lr_d": f"this method has no discriminator (phases {list(cls.phases)}); its "
+                                  f"learning rate is train.lr_g"}
+        return {}
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameter counts by network, as ``semsynth info`` reports them.

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import torch
-import torch.nn as nn
 import torch.nn.functional as F
 
-from semsynth.methods.base import Method
+from semsynth.methods.base import Generator, Method
 from semsynth.registry import register_method
 from semsynth.types import DatasetInfo
 
@@ -33,14 +32,12 @@ class PainterConfig:
     blur_sigma: float = 0.0
 
 
-class ClassMeanPainter(nn.Module):
+class ClassMeanPainter(Generator):
     """label map → per-id mean colour image.
 
     Buffers: ``sums (C, 3)`` float64 colour sums in [-1, 1] units, ``counts (C,)`` pixel
     counts; ids never seen in training are painted mid-grey (0).
     """
-
-    z_dim = 0
 
     def __init__(self, semantic_nc: int, blur_sigma: float = 0.0) -> None:
         super().__init__()

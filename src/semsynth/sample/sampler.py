@@ -17,7 +17,6 @@ tested here (no GPU in CI).
 from __future__ import annotations
 
 import os
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -34,7 +33,7 @@ class Sampler:
     """Label maps → images with a trained generator.
 
     Args:
-        generator: called as ``generator(label_onehot, z=None, seeds=None)``; put in eval mode.
+        generator: a :class:`semsynth.methods.base.Generator`; put in eval mode.
         info: the label space it was trained on.
         height, width: its output size.
         device: where it runs.
@@ -46,14 +45,21 @@ class Sampler:
         self.info = info
         self.height, self.width = height, width
         self.device = torch.device(device)
-        self.z_dim = int(getattr(generator, "z_dim", 0))
+        self.z_dim = int(generator.z_dim)
+        #: the generator's noise kind (:data:`semsynth.methods.base.NOISE_KINDS`)
+        self.noise = generator.noise
         #: images a noise-free generator makes at once (CRN's k; 1 otherwise): seed i → output i mod k.
-        self.num_outputs = int(getattr(generator, "num_outputs", 1))
+        self.num_outputs = int(generator.num_outputs)
+
+    @property
+    def deterministic(self) -> bool:
+        """True when every seed gives the same image of a label map (no noise, one output)."""
+        return self.noise == "none" and self.num_outputs == 1
 
     @classmethod
     def from_checkpoint(cls, path: str | os.PathLike, device: str | torch.device = "cpu",
                         use_ema: bool = True) -> "Sampler":
-        """Build from a training checkpoint or an export folder (:mod:`semsynth.export`).
+        """Build from a training checkpoint or an export folder (:mod:`semsynth.model.export`).
 
         ``use_ema=True`` (default): the EMA generator, whose BatchNorm statistics the
         training loop refreshed on training batches just before writing the checkpoint.
@@ -67,35 +73,17 @@ class Sampler:
             FileNotFoundError, ConfigError: missing or invalid checkpoint, or NaN/inf
                 generator weights (names the file).
         """
-        from semsynth.data import dataset_info
-        from semsynth.export import export_as_checkpoint
-        from semsynth.train.checkpoint import checkpoint_config, load_checkpoint
-        from semsynth.train.loop import build_method
+        from semsynth.model.checkpoint import load_trained
 
-        if Path(path).is_dir():
-            ckpt = export_as_checkpoint(path)
-            if not use_ema:
-                raise ValueError(f"{path}: an export holds one generator; use_ema=False applies to checkpoints")
-        else:
-            ckpt = load_checkpoint(path, map_location="cpu")
-        cfg = checkpoint_config(ckpt, path)
-        info = _info_from_checkpoint(ckpt) or dataset_info(cfg.data)
-        method = build_method(cfg, info)
-        if use_ema:
-            method.generator.load_state_dict(ckpt["ema"])
-        else:
-            method.load_state_dict(ckpt["method"])
-        from semsynth.train.checkpoint import nonfinite_tensors
+        return cls.from_trained(load_trained(path, use_ema=use_ema), device)
 
-        bad = nonfinite_tensors(method.generator.state_dict())
-        if bad:
-            from semsynth.types import ConfigError
-
-            raise ConfigError(f"{path}: the generator has non-finite weights (NaN/inf) in {len(bad)} tensor(s), "
-                              f"e.g. {bad[0]}; it cannot sample (a diverged run? use an earlier step_*.pt)")
-        sampler = cls(method.generator, info, cfg.data.height, cfg.data.width, device)
-        sampler.config = cfg
-        sampler.checkpoint_step = int(ckpt["step"])
+    @classmethod
+    def from_trained(cls, model, device: str | torch.device = "cpu") -> "Sampler":
+        """Wrap a :class:`semsynth.model.checkpoint.TrainedModel` (keeps its ``config`` and
+        ``checkpoint_step``)."""
+        sampler = cls(model.generator, model.info, model.cfg.data.height, model.cfg.data.width, device)
+        sampler.config = model.cfg
+        sampler.checkpoint_step = model.step
         return sampler
 
     # ------------------------------------------------------------------ labels
@@ -153,16 +141,14 @@ class Sampler:
             seeds = list(range(n))
         if seeds is not None and len(seeds) != n:
             raise ValueError(f"{len(seeds)} seeds for {n} label maps")
+        if z is not None and self.noise == "none":
+            raise ValueError("this generator takes no noise: pass seeds, not z")
         out = []
         for s in range(0, n, batch_size):
             onehot = one_hot(label[s:s + batch_size].to(self.device), self.info.semantic_nc)
-            if self.z_dim == 0 and self.num_outputs > 1:  # CRN: seed i selects output i mod k
-                img = self.generator(onehot, seeds=list(seeds[s:s + batch_size]))
-            elif self.z_dim == 0:
-                img = self.generator(onehot)
-            elif z is not None:
+            if z is not None:
                 img = self.generator(onehot, z[s:s + batch_size].to(self.device))
-            else:
+            else:  # per-sample noise from the seeds; CRN: output seed mod k; deterministic: unused
                 img = self.generator(onehot, seeds=list(seeds[s:s + batch_size]))
             out.append(img.float().cpu())
         return torch.cat(out)
@@ -172,20 +158,20 @@ class Sampler:
         lab = label if label.dim() == 3 else label[None]
         return self.generate(lab.expand(len(seeds), -1, -1), seeds=list(seeds), batch_size=batch_size)
 
-    def local_resampling_unavailable(self) -> str | None:
+    def region_resampling_unavailable(self) -> str | None:
         """Why this generator cannot re-sample a region (``None`` if it can).
 
         Local re-sampling needs per-pixel noise (OASIS's 3D noise). A generator without
         noise (SPADE without its encoder, CRN) or with one latent vector per image (SPADE's
         encoder latent, through a linear layer) cannot.
         """
-        if self.z_dim == 0 and self.num_outputs > 1:
+        if self.noise == "none" and self.num_outputs > 1:
             return (f"this generator (CRN) takes no noise: it makes {self.num_outputs} fixed images per label map "
                     f"(seed i gives output i mod {self.num_outputs}), so no region can be re-sampled on its own")
-        if self.z_dim == 0:
+        if self.noise == "none":
             return ("this generator takes no noise (a deterministic method, e.g. SPADE without its encoder): "
                     "there is nothing to re-sample locally")
-        if not getattr(self.generator, "spatial_noise", True):
+        if self.noise != "spatial":
             return ("this generator's noise is one vector per image (SPADE's encoder latent, through a linear "
                     "layer): a region cannot be re-sampled on its own; local re-sampling needs OASIS's 3D noise")
         return None
@@ -211,8 +197,7 @@ class Sampler:
         Raises:
             DataError: the generator has no image encoder, or the image has the wrong shape.
         """
-        encode = getattr(self.generator, "encode", None)
-        if encode is None or getattr(self.generator, "encoder", None) is None:
+        if not self.generator.has_encoder:
             raise DataError(f"{source}: style-guided synthesis needs an image encoder (SPADE with "
                             "model.generator.use_vae: true); this checkpoint has none")
         from semsynth.data.transforms import resize_image
@@ -227,7 +212,7 @@ class Sampler:
             x = x[None]
         if x.dim() != 4 or x.shape[:2] != (1, 3):
             raise DataError(f"{source}: a style image must be one RGB image, got {tuple(x.shape)}")
-        mu, _ = encode(x.float().to(self.device))
+        mu, _ = self.generator.encode(x.float().to(self.device))
         return mu
 
     def region(self, label: torch.Tensor, class_id: int | None = None,
@@ -291,7 +276,7 @@ class Sampler:
         """
         lab = label if label.dim() == 3 else label[None]
         k = len(seeds)
-        why = self.local_resampling_unavailable()
+        why = self.region_resampling_unavailable()
         if why:
             raise ValueError(why)
         reg = region.to(torch.bool).reshape(1, *lab.shape[-2:]).expand(k, -1, -1).cpu()
@@ -299,14 +284,6 @@ class Sampler:
         new = noise_from_seeds(list(seeds), self.z_dim)
         z = local_noise(base, reg, new)
         return self.generate(lab.expand(k, -1, -1), z=z, batch_size=batch_size)
-
-
-def _info_from_checkpoint(ckpt: dict) -> DatasetInfo | None:
-    d = ckpt.get("dataset_info")
-    if not d:
-        return None
-    return DatasetInfo(name=d["name"], class_names=tuple(d["class_names"]),
-                       palette=tuple(tuple(c) for c in d["palette"]), ignore_index=d["ignore_index"])
 
 
 def read_mask_png(path: str | os.PathLike) -> np.ndarray:

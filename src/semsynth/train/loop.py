@@ -23,7 +23,6 @@ and ``--resume`` works with any number of processes. Rank 0 alone writes the run
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import signal
@@ -34,59 +33,49 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, Dataset, Sampler as TorchSampler
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Sampler as TorchSampler
 
-from semsynth.config import Config, atomic_write_bytes, config_to_dict, save_config
+from semsynth.batch_shard import BatchShard
+from semsynth.config import Config, config_to_dict, save_config
 from semsynth.data import build_dataset, dataset_info
 from semsynth.data.cache import resolve_num_workers
 from semsynth.data.transforms import transform_from_config
-from semsynth.imageio import save_png
-from semsynth.labels import colorize, one_hot, to_uint8_image
-from semsynth.registry import get_method
-from semsynth.train.checkpoint import (
-    UnsafeCheckpoint, capture_rng, checkpoint_config, config_differences, load_checkpoint, restore_rng,
+from semsynth.labels import one_hot
+from semsynth.model.build import build_method, configure_backends
+from semsynth.model.checkpoint import (
+    TrainingState,
+    capture_rng,
+    config_differences,
+    restore_rng,
     save_checkpoint,
 )
-from semsynth.batch_shard import BatchShard
 from semsynth.train.distributed import DistContext, init_from_environment, use_sync_batchnorm, wrap_phases
 from semsynth.train.ema import ema_beta, make_ema, refresh_batchnorm, update_ema
-from semsynth.train.runfolder import RunLock, remove_stale_temp_files
-from semsynth.types import ConfigError, DataError, DatasetInfo, SemsynthError
+from semsynth.train.grid import SampleGrid
+from semsynth.train.runfolder import RunLock, remove_stale_temp_files, resume_state
+from semsynth.train.runlog import RunLog
+from semsynth.types import ConfigError, DataError, SemsynthError
 
 REFRESH_SEED_OFFSET = 1_000_003  # noise seeds of BatchNorm-refresh passes: offset + i
-GRID_SEED = 0  # EMA samples of grid column j use seed GRID_SEED + j
 
 
 class TrainingDiverged(SemsynthError):
     """A loss became NaN or infinite; the run stops and keeps its last good checkpoint."""
 
 
-def select_device(name: str) -> torch.device:
-    """``auto`` → CUDA if available else CPU; otherwise ``torch.device(name)``."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+def make_optimizers(method, train_cfg) -> dict[str, torch.optim.Adam]:
+    """One Adam optimizer per phase of ``method`` over ``method.phase_parameters(phase)``, at
+    ``method.phase_lr(phase, train_cfg)`` with ``train_cfg.betas`` (the papers' settings).
+    The one place optimizers are built: the Trainer, ``benchmarks/`` and the tests.
 
-
-def configure_backends(device: torch.device, threads: int) -> None:
-    """What every training process sets before it builds its networks: ``threads`` CPU
-    threads for torch (0 = torch's default), and on CUDA TF32 convolutions/matmuls and tuned
-    (cudnn.benchmark) kernels. Process-wide torch settings; used by :class:`Trainer` and
-    ``benchmarks/train_step.py``."""
-    if threads > 0:
-        torch.set_num_threads(threads)
-    if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-        torch.backends.cudnn.benchmark = True
-
-
-def build_method(cfg: Config, info: DatasetInfo):
-    """Instantiate the method of ``cfg`` for the label space ``info``."""
-    cls = get_method(cfg.method)
-    return cls(cfg.model, info, cfg.data.height, cfg.data.width)
+    Returns:
+        ``{phase: Adam}`` (empty for a method without phases).
+    """
+    betas = tuple(float(b) for b in train_cfg.betas)
+    return {p: torch.optim.Adam(method.phase_parameters(p), lr=method.phase_lr(p, train_cfg), betas=betas)
+            for p in method.phases}
 
 
 def train_step(method, optimizers: dict, image: torch.Tensor, label: torch.Tensor, rng: torch.Generator, *,
@@ -190,9 +179,10 @@ class StepBatchSampler(TorchSampler):
     def __init__(self, n: int, batch_size: int, seed: int, start_step: int = 0,
                  rank: int = 0, world_size: int = 1) -> None:
         if n < batch_size:
-            raise ConfigError(f"batch size {batch_size} is larger than the dataset ({n} pairs)")
+            raise ConfigError(f"train.batch_size {batch_size} is larger than the dataset ({n} pairs)")
         if batch_size % world_size:
-            raise ConfigError(f"train.batch_size {batch_size} is not divisible by the {world_size} processes")
+            raise ConfigError(f"train.batch_size {batch_size} (the global batch) is not divisible by the "
+                              f"{world_size} processes")
         self.n, self.b, self.seed, self.start = n, batch_size, seed, start_step
         self.rank, self.world = rank, world_size
 
@@ -221,26 +211,13 @@ class StepBatchSampler(TorchSampler):
 
 @dataclass
 class TrainResult:
-    """What :func:`train` returns: final step, images seen, wall seconds, stop reason."""
+    """What :meth:`Trainer.run` returns: final step, images seen, wall seconds, stop reason."""
 
     step: int
     images_seen: int
     elapsed_seconds: float
     stop_reason: str
     out_dir: Path
-
-
-def _grid_image(label_rgb: np.ndarray, real: np.ndarray, samples: list[np.ndarray]) -> np.ndarray:
-    """One grid row per label map: colourised label | real | samples (uint8 HWC, 2-px gaps)."""
-    rows = []
-    for i in range(label_rgb.shape[0]):
-        tiles = [label_rgb[i], real[i]] + [s[i] for s in samples]
-        h = tiles[0].shape[0]
-        gap = np.full((h, 2, 3), 255, np.uint8)
-        row = np.concatenate(sum(([t, gap] for t in tiles), [])[:-1], axis=1)
-        rows.append(row)
-        rows.append(np.full((2, row.shape[1], 3), 255, np.uint8))
-    return np.concatenate(rows[:-1], axis=0)
 
 
 class Trainer:
@@ -286,29 +263,36 @@ class Trainer:
         self.progress = progress and self.main
         self.evaluator = evaluator if self.main else None
         self.step_callback = step_callback
-        if cfg.train.batch_size % self.dist.world_size:
-            raise ConfigError(f"train.batch_size {cfg.train.batch_size} (the global batch) is not divisible by "
-                              f"the {self.dist.world_size} processes")
         self.lock = RunLock(self.out)
         if self.main:
             self.lock.check()  # fail at once if another process trains here
-        self.resumed_from: Path | None = None
         self._signal: int | None = None
         self._signal_time = 0.0
-        self._tb = None  # TensorBoard SummaryWriter while run() runs
+        self.log = RunLog(self.out, enabled=self.main)  # stats.jsonl and TensorBoard
         self.device = self.dist.device
         configure_backends(self.device, cfg.train.threads)
-        latest = self.out / "checkpoints" / "latest.pt"
-        ckpt = None
-        if resume:
-            ckpt, source = self._resume_checkpoint(latest, resume_from_last_good)
-            self.resumed_from = source
-            diffs = config_differences(checkpoint_config(ckpt, source), cfg)
-            if diffs:
-                raise ConfigError(f"--resume: config differs from {source}: " + "; ".join(diffs))
-        elif latest.exists():
-            raise ConfigError(f"{latest} exists: pass --resume to continue that run, or choose another --out")
+        ckpt = self._state_to_resume(resume, resume_from_last_good)
+        self._build(ckpt)
+        self._prepare_data(data_check)
+        self.grid = SampleGrid(cfg, self.info)
+        self._saved_step = self.step if ckpt is not None else -1
 
+    def _state_to_resume(self, resume: bool, last_good: bool) -> TrainingState | None:
+        """The checkpoint ``--resume`` continues from (its config must match), or ``None``."""
+        latest = self.out / "checkpoints" / "latest.pt"
+        if not resume:
+            if latest.exists():
+                raise ConfigError(f"{latest} exists: pass --resume to continue that run, or choose another --out")
+            return None
+        ckpt, source = resume_state(latest, last_good)
+        diffs = config_differences(ckpt.cfg, self.cfg)
+        if diffs:
+            raise ConfigError(f"--resume: config differs from {source}: " + "; ".join(diffs))
+        return ckpt
+
+    def _build(self, ckpt: TrainingState | None) -> None:
+        """Method, EMA, optimizers, training RNG and counters (from ``ckpt`` when resuming)."""
+        cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self.info = dataset_info(cfg.data)
         self.method = build_method(cfg, self.info).to(self.device)
@@ -319,32 +303,26 @@ class Trainer:
         #: each phase's learning rate before the decay (``train.lr_decay_*``) scales it by lr_scale
         self.base_lr = {p: self.method.phase_lr(p, cfg.train) for p in self.method.phases}
         self.lr_scale = 1.0
-        self.optimizers = {
-            p: torch.optim.Adam(self.method.phase_parameters(p), lr=self.base_lr[p],
-                                betas=tuple(float(b) for b in cfg.train.betas))
-            for p in self.method.phases
-        }
+        self.optimizers = make_optimizers(self.method, cfg.train)
         self.train_rng = torch.Generator().manual_seed(cfg.seed + 1)
-        self.step = 0
-        self.images_seen = 0
-        self.elapsed_before = 0.0
-        self.best: dict = {}
+        self.step, self.images_seen, self.elapsed_before, self.best = 0, 0, 0.0, {}
         if ckpt is not None:
-            self.method.load_state_dict(ckpt["method"])
-            self.ema.load_state_dict(ckpt["ema"])
+            self.method.load_state_dict(ckpt.method)
+            self.ema.load_state_dict(ckpt.ema)
             for p, opt in self.optimizers.items():
-                opt.load_state_dict(ckpt["optimizers"][p])
-            self.step = int(ckpt["step"])
-            self.images_seen = int(ckpt["images_seen"])
-            self.elapsed_before = float(ckpt["elapsed_seconds"])
-            self.best = dict(ckpt.get("best") or {})
-            restore_rng(ckpt["rng"], self.train_rng)
+                opt.load_state_dict(ckpt.optimizers[p])
+            self.step, self.images_seen = int(ckpt.step), int(ckpt.images_seen)
+            self.elapsed_before, self.best = float(ckpt.elapsed_seconds), dict(ckpt.best)
+            restore_rng(ckpt.rng, self.train_rng)
         self._phase_modules = wrap_phases(self.method, self.dist) if self.dist.distributed else None
 
+    def _prepare_data(self, data_check: bool) -> None:
+        """The training set, its batch order from the current step, workers, the data check."""
+        cfg, ctx = self.cfg, self.dist
         self.train_set = build_dataset(cfg.data, cfg.data.train_split, train=True, seed=cfg.seed)
-        if self.method.phases and len(self.train_set) < cfg.train.batch_size:
-            raise ConfigError(f"batch size {cfg.train.batch_size} is larger than the dataset "
-                              f"({len(self.train_set)} pairs in {cfg.data.train_split})")
+        # raises for a batch larger than the split or not divisible by the processes
+        self.batches = (StepBatchSampler(len(self.train_set), cfg.train.batch_size, cfg.seed, self.step,
+                                         ctx.rank, ctx.world_size) if self.method.phases else None)
         if self.main:
             print(f"note: [{cfg.data.train_split}] {self.train_set.cache_reason}", file=sys.stderr)
         self.num_workers = resolve_num_workers(cfg.data, self.train_set.cache, self.device.type)
@@ -354,8 +332,6 @@ class Trainer:
             print("warning: the data check is skipped (--no-data-check): a bad file stops the run only when it "
                   "is read", file=sys.stderr)
         self._refresh_set = self.train_set.with_transform(transform_from_config(cfg.data, train=False), train=False)
-        self._grid: tuple[torch.Tensor, torch.Tensor] | None = None
-        self._saved_step = self.step if ckpt is not None else -1
 
     # ----------------------------------------------------------------- helpers
     def _check_data(self) -> None:
@@ -381,50 +357,6 @@ class Trainer:
                 raise DataError("rank 0's data check found problems in the data (its error lists them)")
             more = f" (and {len(problems) - 5} more; see `semsynth data check`)" if len(problems) > 5 else ""
             raise DataError(f"{len(problems)} problem(s) in the data: " + " | ".join(problems[:5]) + more)
-
-    @staticmethod
-    def _resume_checkpoint(latest: Path, last_good: bool) -> tuple[dict, Path]:
-        """``latest.pt``, or (``last_good``) the newest readable ``step_*.pt`` if it is corrupt."""
-        if not latest.exists():
-            raise ConfigError(f"--resume: no checkpoint at {latest}")
-        try:
-            return load_checkpoint(latest), latest
-        except UnsafeCheckpoint:
-            raise  # refused, not corrupt: no fallback to an older file of the same folder
-        except ConfigError as exc:
-            problem = str(exc)
-        intact = None
-        def step_of(p: Path) -> int:
-            try:
-                return int(p.stem.split("_", 1)[1])
-            except (IndexError, ValueError):
-                return -1
-
-        for p in sorted(latest.parent.glob("step_*.pt"), key=step_of, reverse=True):
-            try:
-                ckpt = load_checkpoint(p)
-            except ConfigError:
-                continue
-            intact = (ckpt, p)
-            break
-        if not last_good or intact is None:
-            hint = (f"the newest intact checkpoint is {intact[1]} (step {intact[0]['step']}); pass "
-                    f"--resume-from-last-good to continue from it" if intact is not None
-                    else "no intact step_*.pt checkpoint exists in that folder either")
-            raise ConfigError(f"--resume: {latest} is corrupt or truncated ({problem}); {hint}")
-        print(f"note: {latest} is unreadable; resuming from {intact[1]} (step {intact[0]['step']}) "
-              "as --resume-from-last-good asks", file=sys.stderr)
-        return intact
-
-    def _trim_stats(self) -> None:
-        """On resume, drop ``stats.jsonl`` lines of steps after the resumed one (a killed run's,
-        or those after a last-good checkpoint), so that they are not there twice."""
-        path = self.out / "stats.jsonl"
-        if self.step == 0 or not path.exists():
-            return
-        keep = [line for line in path.read_text().splitlines()
-                if line.strip() and json.loads(line).get("step", 0) <= self.step]
-        atomic_write_bytes(path, ("\n".join(keep) + "\n" if keep else "").encode())
 
     def _on_signal(self, signum, frame) -> None:
         now = time.monotonic()
@@ -452,54 +384,22 @@ class Trainer:
         """Recompute the EMA generator's BatchNorm statistics (before grids/evals/exports)."""
         refresh_batchnorm(self.ema, self.refresh_batches())
 
-    def grid_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``grid_labels`` val pairs evenly spaced over the split (sorted by name: consecutive
-        video frames look alike), at training resolution."""
-        if self._grid is None:
-            val = build_dataset(self.cfg.data, self.cfg.data.val_split, train=False, seed=self.cfg.seed)
-            k = min(self.cfg.train.grid_labels, len(val))
-            items = [val[int(i)] for i in np.linspace(0, len(val) - 1, k).round()]
-            self._grid = (torch.stack([x for x, _ in items]), torch.stack([y for _, y in items]))
-        return self._grid
-
-    @torch.no_grad()
     def write_grid(self) -> Path | None:
-        """Write ``samples/step_NNNNNNN.png``: label | real | EMA samples (seeds 0..k-1);
-        rank 0 only (``None`` elsewhere)."""
+        """Write ``samples/step_NNNNNNN.png`` (:class:`semsynth.train.grid.SampleGrid`) of the
+        EMA generator; rank 0 only (``None`` elsewhere)."""
         if not self.main:
             return None
-        image, label = self.grid_batch()
-        onehot = one_hot(label, self.info.semantic_nc).to(self.device)
-        samples = []
-        for j in range(self.cfg.train.grid_samples):
-            seeds = [GRID_SEED + j] * label.shape[0]
-            samples.append(to_uint8_image(self.ema(onehot, seeds=seeds)))
-        grid = _grid_image(colorize(label, self.info.palette), to_uint8_image(image), samples)
-        path = self.out / "samples" / f"step_{self.step:07d}.png"
-        save_png(path, grid)
-        self._tb_call("add_image", "samples", grid, self.step, dataformats="HWC")
+        path, grid = self.grid.write(self.ema, self.device, self.out, self.step)
+        self.log.tb("add_image", "samples", grid, self.step, dataformats="HWC")
         return path
 
-    def state(self, elapsed: float) -> dict:
+    def state(self, elapsed: float) -> TrainingState:
         """The full training state for a checkpoint."""
-        from dataclasses import asdict
-
-        return {
-            "config": config_to_dict(self.cfg),
-            "dataset_info": {k: v for k, v in asdict(self.info).items() if k != "extra"},
-            "method": self.method.state_dict(),
-            "ema": self.ema.state_dict(),
-            "optimizers": {p: o.state_dict() for p, o in self.optimizers.items()},
-            "step": self.step,
-            "images_seen": self.images_seen,
-            "elapsed_seconds": elapsed,
-            "rng": capture_rng(self.train_rng),
-            # The data order is a function of (seed, step) alone (StepBatchSampler), the
-            # augmentations of (seed, epoch, index): no iterator state to save.
-            "data_order": {"seed": self.cfg.seed, "next_step": self.step,
-                           "batches_per_epoch": len(self.train_set) // self.cfg.train.batch_size},
-            "best": self.best,
-        }
+        return TrainingState(
+            config=config_to_dict(self.cfg), dataset_info=self.info.to_dict(), method=self.method.state_dict(),
+            ema=self.ema.state_dict(), optimizers={p: o.state_dict() for p, o in self.optimizers.items()},
+            step=self.step, images_seen=self.images_seen, elapsed_seconds=elapsed,
+            rng=capture_rng(self.train_rng), best=self.best)
 
     def save(self, elapsed: float, periodic: bool, refresh: bool = True) -> None:
         """Refresh EMA BatchNorm (unless ``refresh`` is false), then write ``latest.pt`` (and
@@ -517,27 +417,11 @@ class Trainer:
             save_checkpoint(ck / f"step_{self.step:07d}.pt", state)
         self._saved_step = self.step
 
-    def _log_window(self, sums: dict[str, float], nsum: int, elapsed: float, window_s: float) -> None:
-        """One ``stats.jsonl`` line: step, images seen, seconds, and loss means over the window."""
-        rec = {"step": self.step, "images_seen": self.images_seen, "seconds": round(elapsed, 3),
-               "sec_per_step": round(window_s / max(nsum, 1), 4)}
-        rec.update({k: v / nsum for k, v in sums.items()})
-        if self.cfg.train.lr_decay_start is not None:
-            rec["lr_scale"] = round(self.lr_scale, 6)
-        self._log(rec)
-        for k, v in sums.items():
-            self._tb_call("add_scalar", f"loss/{k}", v / nsum, self.step)
-        self._tb_call("add_scalar", "speed/sec_per_step", rec["sec_per_step"], self.step)
-        if rec["sec_per_step"] > 0:
-            self._tb_call("add_scalar", "speed/images_per_s", self.cfg.train.batch_size / rec["sec_per_step"], self.step)
-
-    def _log(self, record: dict) -> None:
-        if not self.main:
-            return
-        with open(self.out / "stats.jsonl", "a") as fh:
-            fh.write(json.dumps(record) + "\n")
-
     # -------------------------------------------------------------------- loop
+    def _log_window(self, sums: dict[str, float], nsum: int, elapsed: float, window_s: float) -> None:
+        self.log.window(self.step, self.images_seen, elapsed, {k: v / nsum for k, v in sums.items()}, nsum, window_s,
+                        self.cfg.train.batch_size, self.lr_scale if self.cfg.train.lr_decay_start is not None else None)
+
     def _check_finite(self, phase: str, losses: dict) -> None:
         """Raise :class:`TrainingDiverged` if the phase's total loss is NaN or infinite — in
         every process at once when any process's is (collective call under torchrun: a
@@ -587,9 +471,8 @@ class Trainer:
         try:
             if self.main:
                 remove_stale_temp_files(self.out)
-                self._trim_stats()
                 save_config(cfg, self.out / "config.yaml")
-                self._tb = self._open_tensorboard()
+                self.log.open(self.step, tc.tensorboard)
             if not self.method.phases:
                 if self.dist.distributed:
                     raise ConfigError(f"method {cfg.method!r} is fitted in one pass: run it as one process, "
@@ -598,41 +481,12 @@ class Trainer:
             return self._train(cfg, tc)
         finally:
             try:
-                if self._tb is not None:
-                    tb, self._tb = self._tb, None
-                    try:
-                        tb.close()
-                    except OSError as exc:  # e.g. the disk filled up under its writer thread
-                        print(f"note: TensorBoard logs incomplete ({exc})", file=sys.stderr)
+                self.log.close()
                 for sig, h in handlers.items():
                     signal.signal(sig, h)
             finally:
                 if self.main:
                     self.lock.release()
-
-    def _open_tensorboard(self):
-        """A SummaryWriter on the run folder (events after the resumed step are purged), or
-        ``None`` when ``train.tensorboard`` is off or the ``tensorboard`` package is missing."""
-        if not self.cfg.train.tensorboard:
-            return None
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            print("note: the tensorboard package is not installed: no TensorBoard logs "
-                  "(pip install tensorboard, or set train.tensorboard=false)", file=sys.stderr)
-            return None
-        # events of steps after the resumed one (a killed run's) are dropped
-        return SummaryWriter(log_dir=str(self.out), purge_step=self.step + 1 if self.step > 0 else None)
-
-    def _tb_call(self, fn: str, *args, **kwargs) -> None:
-        """A TensorBoard write; on an OSError (disk full, ...) TensorBoard is turned off with a note."""
-        if self._tb is None:
-            return
-        try:
-            getattr(self._tb, fn)(*args, **kwargs)
-        except OSError as exc:
-            print(f"note: TensorBoard logging stopped ({exc})", file=sys.stderr)
-            self._tb = None
 
     def _train(self, cfg: Config, tc) -> TrainResult:
         from tqdm import tqdm
@@ -641,8 +495,7 @@ class Trainer:
         local_b = tc.batch_size // ctx.world_size
         loader = DataLoader(
             _EpochIndexed(self.train_set),
-            batch_sampler=StepBatchSampler(len(self.train_set), tc.batch_size, cfg.seed, self.step,
-                                           ctx.rank, ctx.world_size),
+            batch_sampler=self.batches,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
             pin_memory=self.device.type == "cuda",
@@ -764,7 +617,7 @@ class Trainer:
             self.step, self.images_seen = len(loader), len(self.train_set)
             self.ema.load_state_dict(self.method.generator.state_dict())
         elapsed = self.elapsed_before + time.time() - t0
-        self._log({"step": self.step, "images_seen": self.images_seen, "seconds": round(elapsed, 3)})
+        self.log.record({"step": self.step, "images_seen": self.images_seen, "seconds": round(elapsed, 3)})
         self.save(elapsed, periodic=False)
         self.write_grid()
         return TrainResult(self.step, self.images_seen, elapsed, "fitted", self.out)
@@ -775,16 +628,10 @@ class Trainer:
         rec.update({f"eval_{k}": v for k, v in metrics.items()})
         for k, v in metrics.items():
             if isinstance(v, (int, float)):
-                self._tb_call("add_scalar", f"eval/{k}", v, self.step)
+                self.log.tb("add_scalar", f"eval/{k}", v, self.step)
         fid = metrics.get("fid")
         if fid is not None and (not self.best or fid < self.best["fid"]):
             self.best = {"fid": float(fid), "step": self.step}
             save_checkpoint(self.out / "checkpoints" / "best.pt", self.state(elapsed))
             rec["best"] = True
-        self._log(rec)
-
-
-def train(cfg: Config, out_dir: str | os.PathLike, resume: bool = False, progress: bool = True,
-          evaluator: Callable | None = None) -> TrainResult:
-    """Train ``cfg`` into ``out_dir`` (see :class:`Trainer`)."""
-    return Trainer(cfg, out_dir, resume=resume, progress=progress, evaluator=evaluator).run()
+        self.log.record(rec)

@@ -6,7 +6,8 @@
   ends, however it ends (SIGKILL included), so a leftover ``.lock`` file of a dead run is
   simply taken over: no pid guessing, no pid-reuse problem. (On network file systems
   ``flock`` may be local to one machine; there, do not point two machines' runs at one folder.)
-* :func:`remove_stale_temp_files` — :func:`semsynth.config.atomic_write_bytes` writes
+* :func:`resume_state` — which checkpoint `--resume` continues from.
+* :func:`remove_stale_temp_files` — :func:`semsynth.fileio.atomic_write_bytes` writes
   ``.<name>.<random>.tmp`` next to its target and renames it; a process killed between the
   two (SIGKILL, power loss) leaves the temp file, as big as a checkpoint. The trainer, which
   holds the lock, removes the temp files of the files *it* writes (checkpoints, the config,
@@ -21,9 +22,10 @@ import socket
 import sys
 from pathlib import Path
 
+from semsynth.model.checkpoint import TrainingState, UnsafeCheckpoint, load_training_state
 from semsynth.types import ConfigError
 
-__all__ = ["RunLock", "RunFolderBusy", "remove_stale_temp_files"]
+__all__ = ["RunLock", "RunFolderBusy", "remove_stale_temp_files", "resume_state"]
 
 # Temp files of the trainer's own atomic writes: (folder relative to the run, glob).
 _OWN_TEMP_FILES = (
@@ -151,3 +153,47 @@ def remove_stale_temp_files(out_dir: str | os.PathLike, quiet: bool = False) -> 
         print(f"note: removed {n} temp file(s) of interrupted writes ({size / 1e6:.1f} MB) from {out}",
               file=sys.stderr)
     return n, size
+
+
+def resume_state(latest: Path, last_good: bool) -> tuple[TrainingState, Path]:
+    """The state to resume: ``latest.pt``, or (``last_good``) the newest readable
+    ``step_*.pt`` of the same folder when ``latest.pt`` is corrupt.
+
+    Returns:
+        ``(state, the file it came from)``.
+
+    Raises:
+        ConfigError: no ``latest.pt``; a corrupt one without ``last_good`` (names the
+            newest intact ``step_*.pt`` and the flag), or no intact file at all.
+        UnsafeCheckpoint: ``latest.pt`` is refused as unsafe (no fallback to older files).
+    """
+    if not latest.exists():
+        raise ConfigError(f"--resume: no checkpoint at {latest}")
+    try:
+        return load_training_state(latest), latest
+    except UnsafeCheckpoint:
+        raise  # refused, not corrupt: no fallback to an older file of the same folder
+    except ConfigError as exc:
+        problem = str(exc)
+    intact = None
+    def step_of(p: Path) -> int:
+        try:
+            return int(p.stem.split("_", 1)[1])
+        except (IndexError, ValueError):
+            return -1
+
+    for p in sorted(latest.parent.glob("step_*.pt"), key=step_of, reverse=True):
+        try:
+            ckpt = load_training_state(p)
+        except ConfigError:
+            continue
+        intact = (ckpt, p)
+        break
+    if not last_good or intact is None:
+        hint = (f"the newest intact checkpoint is {intact[1]} (step {intact[0].step}); pass "
+                f"--resume-from-last-good to continue from it" if intact is not None
+                else "no intact step_*.pt checkpoint exists in that folder either")
+        raise ConfigError(f"--resume: {latest} is corrupt or truncated ({problem}); {hint}")
+    print(f"note: {latest} is unreadable; resuming from {intact[1]} (step {intact[0].step}) "
+          "as --resume-from-last-good asks", file=sys.stderr)
+    return intact

@@ -101,7 +101,7 @@ def build_app(editor: LabelEditor, queue_size: int = QUEUE_SIZE, cache_seconds: 
     info = editor.info
     classes = [f"{i} {n}" for i, n in enumerate(info.class_names)]
     colors = [_hex(c) for c in editor.palette]
-    why_no_reroll = editor.sampler.local_resampling_unavailable()
+    why_no_reroll = editor.sampler.region_resampling_unavailable()
     first = editor.from_val(editor.val_names[0]) if editor.val_names else editor.blank(0)
     spool = _Spool(cache_seconds)
     brush_size = max(2, editor.sampler.width // 16)
@@ -145,7 +145,7 @@ def build_app(editor: LabelEditor, queue_size: int = QUEUE_SIZE, cache_seconds: 
                  f"{gen.seconds:.2f} s ({gen.seconds / len(gen.seeds):.2f} s per image)"]
         if gen.command:
             lines.append(f"Reproduce (save the label map as LABEL.png): `{gen.command}`")
-        if editor.sampler.z_dim == 0 and editor.sampler.num_outputs == 1:
+        if editor.sampler.deterministic:
             lines.append("This generator takes no noise: one image per label map.")
         return "\n\n".join(lines)
 

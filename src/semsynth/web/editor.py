@@ -343,7 +343,7 @@ class LabelEditor:
             DataError: bad ``k``, negative seed, or ids outside the label space.
         """
         seeds = self._check_seeds(first_seed, k)
-        if self.sampler.z_dim == 0 and self.sampler.num_outputs == 1:
+        if self.sampler.deterministic:
             seeds = seeds[:1]
         lab = self.sampler.prepare_label(label, "<page>")
         t = time.perf_counter()
@@ -362,7 +362,7 @@ class LabelEditor:
             DataError: a generator that cannot re-sample locally (the reason), neither region
                 given, an empty region, bad seeds or ids.
         """
-        why = self.sampler.local_resampling_unavailable()
+        why = self.sampler.region_resampling_unavailable()
         if why:
             raise DataError(why)
         seeds = self._check_seeds(first_seed, k)

@@ -43,6 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.utils.parametrizations import spectral_norm
 
+from semsynth.methods.base import Generator
 from semsynth.nn.resize import resize_nearest
 from semsynth.nn.sizes import check_label_input, size_chain, upsampling_stages
 from semsynth.nn.spade import SPADE, maybe_spectral_norm
@@ -184,7 +185,7 @@ class LabelPyramid(nn.Module):
         return out
 
 
-class CCFPSEGenerator(nn.Module):
+class CCFPSEGenerator(Generator):
     """G(label map) → image, with conditional convolutions predicted from the label map.
 
     Args:
@@ -193,14 +194,12 @@ class CCFPSEGenerator(nn.Module):
         height, width: output size.
 
     Attributes:
-        z_dim: 0 — deterministic, as the official build without ``--use_vae``.
+        z_dim: 0, noise ``"none"`` — deterministic, as the official build without ``--use_vae``.
 
     Raises:
         ConfigError: an unknown ``num_upsampling_layers``.
     """
 
-    z_dim = 0
-    spatial_noise = False
 
     def __init__(self, cfg: CCFPSEGeneratorConfig, semantic_nc: int, height: int, width: int) -> None:
         super().__init__()

@@ -29,6 +29,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from semsynth.methods.base import Generator
 from semsynth.nn.sizes import check_label_input, size_chain
 from semsynth.types import ConfigError
 
@@ -73,7 +74,7 @@ class RefinementModule(nn.Module):
         return F.leaky_relu(self.norm2(self.conv2(x)), self.slope)
 
 
-class CRNGenerator(nn.Module):
+class CRNGenerator(Generator):
     """G(label map) → ``k`` images.
 
     Args:
@@ -83,16 +84,14 @@ class CRNGenerator(nn.Module):
             (exact halving when divisible: 256×512 with 7 modules starts at 4×8).
 
     Attributes:
-        z_dim: 0 — CRN takes no noise. Its diversity comes from its ``k`` fixed outputs.
+        z_dim: 0, noise ``"none"`` — CRN takes no noise. Its diversity comes from its ``k``
+            fixed outputs (no region can be re-sampled).
         num_outputs: ``k``. Called with ``seeds``, sample ``i`` is output ``seeds[i] mod k``.
-        spatial_noise: False (no region can be re-sampled).
 
     Raises:
         ConfigError: no modules, a non-positive width, or ``num_outputs < 1``.
     """
 
-    z_dim = 0
-    spatial_noise = False
 
     def __init__(self, cfg: CRNGeneratorConfig, semantic_nc: int, height: int, width: int) -> None:
         super().__init__()

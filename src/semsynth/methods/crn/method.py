@@ -6,7 +6,7 @@ perceptual distance between the real image and each of the ``k`` outputs at the 
 and the VGG layers conv1_2, conv2_2, conv3_2, conv4_2, conv5_2 (after their ReLUs), weighted
 1, 1/1.6, 1/2.3, 1/1.8, 1/2.8, 10/0.8 (the official 256p weights, lines 86–91; the
 512p/1024p scripts use other weights without masks), masked per class and reduced by the
-minimum over the ``k`` outputs (:mod:`semsynth.losses.diversity`). The class masks are the
+minimum over the ``k`` outputs (:mod:`semsynth.losses.best_of_k`). The class masks are the
 one-hot label map area-resized to each layer. The loss network uses 2×2 average pools, as the
 official one.
 
@@ -36,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from semsynth.labels import one_hot
-from semsynth.losses.diversity import class_masked_distance, min_over_outputs
+from semsynth.losses.best_of_k import class_masked_distance, min_over_outputs
 from semsynth.methods.base import Method
 from semsynth.methods.crn.generator import CRNGenerator, CRNGeneratorConfig
 from semsynth.nn.perceptual import load_vgg16, require_vgg16
@@ -69,7 +69,7 @@ class CRNConfig:
             units).
         layer_weights: weights of the five VGG terms (official 256p: 1/1.6, 1/2.3, 1/1.8,
             1/2.8, 10/0.8).
-        min_mean_weight: ``ε`` of :func:`semsynth.losses.diversity.min_over_outputs` (0.001).
+        min_mean_weight: ``ε`` of :func:`semsynth.losses.best_of_k.min_over_outputs` (0.001).
     """
 
     generator: CRNGeneratorConfig = field(default_factory=CRNGeneratorConfig)

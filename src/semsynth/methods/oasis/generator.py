@@ -18,10 +18,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from semsynth.methods.base import Generator
 from semsynth.nn.resize import resize_nearest, upsample2x
 from semsynth.nn.sizes import check_label_input
-from semsynth.nn.spade_fast import factor_noise, shared_conv
 from semsynth.nn.spade import SPADEResBlock
+from semsynth.nn.spade_fast import factor_noise, shared_conv
 from semsynth.noise import expand_noise, resolve_noise
 
 
@@ -46,7 +47,7 @@ class GeneratorConfig:
     spectral_norm: bool = True
 
 
-class OASISGenerator(nn.Module):
+class OASISGenerator(Generator):
     """G(label map, noise) → image.
 
     Args:
@@ -63,6 +64,7 @@ class OASISGenerator(nn.Module):
         self.cfg = cfg
         self.semantic_nc = semantic_nc
         self.z_dim = cfg.z_dim
+        self.noise = "spatial" if cfg.z_dim > 0 else "none"
         nblocks = len(cfg.channels) - 1
         if nblocks < 1:
             raise ValueError("generator needs at least 2 entries in channels")

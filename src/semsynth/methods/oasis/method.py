@@ -62,7 +62,6 @@ from semsynth.nn.perceptual import require_vgg16
 from semsynth.registry import register_method
 from semsynth.types import ConfigError, DatasetInfo
 
-
 #: Default bound of the diversity term: an L1 image distance of ~0.4 (in [-1, 1] units) for
 #: two N(0, 1) draws (mean |z1 − z2| = 2/√π ≈ 1.13), about the distance between two CamVid
 #: photos' colours within one class.
@@ -158,19 +157,10 @@ class OASIS(Method):
             self.diffaug = parse_policy(model_cfg.diffaug)
         except ValueError as exc:
             raise ConfigError(f"model.diffaug: {exc}") from None
-        if not self.pretrained_d and model_cfg.pretrained != PretrainedDConfig():
-            raise ConfigError(f"model.pretrained is set but model.discriminator_type is "
-                              f"{model_cfg.discriminator_type!r}: it is used by 'pretrained_unet' only")
-        if self.patchgan and (self.diffaug or model_cfg.focal_gamma):
-            raise ConfigError("model.diffaug and model.focal_gamma apply to the N+1 discriminators only, "
-                              "not to model.discriminator_type 'multiscale_patchgan'")
         if model_cfg.lambda_diversity < 0:
             raise ConfigError(f"model.lambda_diversity: {model_cfg.lambda_diversity} must be >= 0")
         if model_cfg.lambda_diversity > 0 and model_cfg.generator.z_dim == 0:
             raise ConfigError("model.lambda_diversity > 0 needs noise: model.generator.z_dim is 0")
-        if model_cfg.lambda_diversity == 0 and model_cfg.diversity_tau != DIVERSITY_TAU:
-            raise ConfigError("model.diversity_tau is set but model.lambda_diversity is 0: it is used only "
-                              "with the diversity term")
         if model_cfg.diversity_tau <= 0:
             raise ConfigError(f"model.diversity_tau: {model_cfg.diversity_tau} must be > 0")
         if model_cfg.focal_gamma < 0:
@@ -189,6 +179,34 @@ class OASIS(Method):
         # The pretrained D keeps its ImageNet backbone and PyTorch's default init in its
         # decoder: with xavier 0.02 the decoder learned to segment real CamVid images ~3x
         # slower (CE 2.0 vs 1.3 after 40 Adam steps at lr 4e-4; docs/results.md).
+
+    @classmethod
+    def ignored_keys(cls, cfg) -> dict[str, str]:
+        """Base rules, and the settings of the discriminators, LabelMix and the diversity
+        term that the chosen ``discriminator_type`` and switches leave unused."""
+        m = cfg.model
+        out = super().ignored_keys(cfg)
+        dt = m.discriminator_type
+        if dt != "oasis":
+            where = "model.pretrained" if dt == "pretrained_unet" else "model.patchgan"
+            out["model.discriminator"] = (f"model.discriminator_type is {dt!r}: the OASIS U-Net D it sets is not "
+                                          f"built (the settings of this D are in {where})")
+        if dt != "pretrained_unet":
+            out["model.pretrained"] = f"model.discriminator_type is {dt!r}: it is used by 'pretrained_unet' only"
+        if dt != "multiscale_patchgan":
+            why = f"model.discriminator_type is {dt!r}: it is used by 'multiscale_patchgan' only"
+            out.update({"model.patchgan": why, "model.lambda_feat": why})
+        else:
+            why = "model.discriminator_type is 'multiscale_patchgan': it applies to the N+1 discriminators only"
+            out.update({k: why for k in ("model.diffaug", "model.focal_gamma", "model.labelmix",
+                                         "model.lambda_labelmix", "model.labelmix_mask")})
+        if not m.labelmix:
+            why = "model.labelmix is false"
+            out.setdefault("model.lambda_labelmix", why)
+            out.setdefault("model.labelmix_mask", why)
+        if m.lambda_diversity == 0:
+            out["model.diversity_tau"] = "model.lambda_diversity is 0: it is used only with the diversity term"
+        return out
 
     def parameter_counts(self) -> dict[str, int]:
         """G, G without the noise input channels (the paper's 72.6M for ADE20K), D."""

@@ -45,8 +45,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from semsynth.nn.resize import resize_nearest
+from semsynth.methods.base import Generator
 from semsynth.nn.norm import normed_conv
+from semsynth.nn.resize import resize_nearest
 from semsynth.nn.sizes import check_label_input, size_chain, upsampling_stages
 from semsynth.nn.spade import SPADEResBlock
 from semsynth.noise import resolve_noise
@@ -138,7 +139,7 @@ class ConvEncoder(nn.Module):
         return self.fc_mu(x), self.fc_var(x)
 
 
-class SPADEGenerator(nn.Module):
+class SPADEGenerator(Generator):
     """G(label map[, z]) → image.
 
     Args:
@@ -148,8 +149,8 @@ class SPADEGenerator(nn.Module):
 
     Attributes:
         z_dim: ``cfg.z_dim`` with the encoder, else 0 (deterministic: one image per label map).
-        spatial_noise: False — the latent is one vector per image (through a linear layer),
-            so local re-sampling of a region is not possible (an OASIS feature).
+        noise: ``"vector"`` with the encoder (one latent per image, through a linear layer:
+            no region can be re-sampled alone), else ``"none"``.
         encoder: the :class:`ConvEncoder` (``use_vae``) or ``None``; part of this module so
             that the EMA and exports carry it (style-guided synthesis).
 
@@ -157,14 +158,13 @@ class SPADEGenerator(nn.Module):
         ConfigError: an unknown ``num_upsampling_layers``.
     """
 
-    spatial_noise = False
-
     def __init__(self, cfg: SPADEGeneratorConfig, semantic_nc: int, height: int, width: int) -> None:
         super().__init__()
         self.cfg = cfg
         self.semantic_nc = semantic_nc
         self.height, self.width = height, width
         self.z_dim = cfg.z_dim if cfg.use_vae else 0
+        self.noise = "vector" if cfg.use_vae else "none"
         mode = cfg.num_upsampling_layers
         k = upsampling_stages(mode, UPSAMPLING_LAYERS)
         self.sizes = list(zip(size_chain(height, k), size_chain(width, k)))  # k + 1 resolutions
@@ -188,6 +188,11 @@ class SPADEGenerator(nn.Module):
         self._upsample_before = {name: up for name, _, _, up in plan}
         self.conv_img = nn.Conv2d(widths[plan[-1][2]], 3, 3, padding=1)
         self.encoder = ConvEncoder(cfg.encoder, cfg.z_dim) if cfg.use_vae else None
+
+    @property
+    def has_encoder(self) -> bool:
+        """True with ``use_vae`` (the image encoder is part of G)."""
+        return self.encoder is not None
 
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mu, logvar)`` of images ``(N, 3, H, W)`` in [-1, 1].

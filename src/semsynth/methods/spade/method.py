@@ -85,6 +85,15 @@ class SPADE(Method):
     config_class = SPADEConfig
     phases = ("G", "D")
 
+    @classmethod
+    def ignored_keys(cls, cfg) -> dict[str, str]:
+        """Base rules, and the encoder's keys without ``model.generator.use_vae``."""
+        out = super().ignored_keys(cfg)
+        if not cfg.model.generator.use_vae:
+            why = "it is used only with the image encoder (model.generator.use_vae: true)"
+            out.update({"model.generator.z_dim": why, "model.generator.encoder": why, "model.lambda_kld": why})
+        return out
+
     def __init__(self, model_cfg: SPADEConfig, info: DatasetInfo, height: int, width: int) -> None:
         super().__init__(model_cfg, info, height, width)
         if model_cfg.lambda_vgg > 0:

@@ -3,7 +3,7 @@
 An export folder holds ``config.yaml`` (the run config), ``export.json`` (format, step,
 dataset label space, shard list) and ``generator-NNNNN.safetensors`` shards of the EMA
 generator's state dict (BatchNorm statistics refreshed when the checkpoint was written),
-each at most ``max_shard_mb``. :class:`semsynth.sample.sampler.Sampler` loads an export
+each at most ``max_shard_mb``. :func:`semsynth.model.checkpoint.load_trained` loads an export
 folder exactly as it loads a checkpoint. Files are written atomically; the folder is
 complete only once ``export.json`` exists (written last).
 """
@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from semsynth.config import atomic_write_bytes, config_to_yaml
+from semsynth.config import config_to_yaml
+from semsynth.fileio import atomic_write_bytes
 from semsynth.types import ConfigError
 
 EXPORT_FORMAT = "semsynth-export-v1"
@@ -39,22 +40,14 @@ def export_generator(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, 
         The path of ``export.json``.
 
     Raises:
-        ConfigError: unreadable checkpoint, or NaN/inf generator weights (nothing written).
+        ConfigError: unreadable checkpoint, or NaN/inf generator weights (nothing written;
+            :func:`semsynth.model.checkpoint.load_trained`).
     """
-    from semsynth.train.checkpoint import checkpoint_config, load_checkpoint, nonfinite_tensors
+    from semsynth.model.checkpoint import load_trained
 
-    ckpt = load_checkpoint(checkpoint)
-    cfg = checkpoint_config(ckpt, checkpoint)
-    if use_ema:
-        state = ckpt["ema"]
-    else:
-        state = {k[len("generator."):]: v for k, v in ckpt["method"].items() if k.startswith("generator.")}
-    bad = nonfinite_tensors(state)
-    if bad:
-        raise ConfigError(f"{checkpoint}: the generator has non-finite weights (NaN/inf) in {len(bad)} tensor(s), "
-                          f"e.g. {bad[0]}; nothing exported (a diverged run? use an earlier step_*.pt)")
-    return write_export(out_dir, cfg, state, ckpt["dataset_info"], int(ckpt["step"]), int(ckpt["images_seen"]),
-                        max_shard_mb, ema=use_ema, half=half)
+    model = load_trained(checkpoint, use_ema=use_ema)
+    return write_export(out_dir, model.cfg, model.generator.state_dict(), model.info.to_dict(), model.step,
+                        model.images_seen, max_shard_mb, ema=use_ema, half=half)
 
 
 def write_export(out_dir: str | os.PathLike, cfg, state: dict[str, torch.Tensor], dataset_info: dict,
@@ -143,12 +136,3 @@ def load_export(path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor]]
         state.update(load_file(str(shard)))
     meta["config"] = OmegaConf.to_container(OmegaConf.load(path / "config.yaml"))
     return meta, state
-
-
-def export_as_checkpoint(path: str | os.PathLike) -> dict:
-    """An export folder as a checkpoint-like dict (``config``, ``dataset_info``, ``ema``, ``step``)."""
-    meta, state = load_export(path)
-    return {"config": meta["config"], "dataset_info": meta["dataset_info"], "ema": state,
-            "step": meta["step"], "images_seen": meta["images_seen"]}
-
-

@@ -26,7 +26,7 @@ are the same as semsynth's (:mod:`.generator`, :mod:`.discriminator`); what diff
     is file value ``k``; semsynth's id ``k`` is file value ``k`` and the don't-care is
     id 182. Channels are permuted accordingly, in G's inputs and D's outputs.
 
-:func:`import_official` writes a semsynth export (:mod:`semsynth.export`), which
+:func:`import_official` writes a semsynth export (:mod:`semsynth.model.export`), which
 ``semsynth sample`` / ``eval`` and the web editor accept. Checked against the official
 code run locally: ``docs/check_official_oasis.py`` and ``docs/results.md``.
 """
@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -357,9 +356,9 @@ def import_official(path: str | os.PathLike, dataset: str, out_dir: str | os.Pat
             fit the inferred architecture (names the file and expected vs. found shapes).
     """
     from semsynth.data import dataset_info
-    from semsynth.export import write_export
     from semsynth.methods.oasis.discriminator import OASISDiscriminator
     from semsynth.methods.oasis.generator import OASISGenerator
+    from semsynth.model.export import write_export
 
     channel_map(dataset)
     g_path, d_path = _resolve_files(Path(path), which)
@@ -379,7 +378,7 @@ def import_official(path: str | os.PathLike, dataset: str, out_dir: str | os.Pat
         _load_strict(OASISDiscriminator(cfg.model.discriminator, info.semantic_nc), d_state, d_path)
         extra_tensors["discriminator"] = d_state
     is_ema = g_path.name.endswith("_EMA.pth")
-    info_dict = {k: v for k, v in asdict(info).items() if k != "extra"}
+    info_dict = info.to_dict()
     extra = {"imported_from": {"file": str(g_path), "discriminator": str(d_path) if d_path else None,
                                "code": "boschresearch/OASIS", "dataset": dataset, "z_dim": z_dim}}
     return write_export(out_dir, cfg, gen.state_dict(), info_dict, step=0, images_seen=0, ema=is_ema,

@@ -1,10 +1,15 @@
-"""Checkpoints: the full training state, written atomically.
+"""Checkpoints: the full training state, written atomically, and trained models loaded back.
 
-A checkpoint is a ``torch.save`` dict with: ``format``, ``config`` (plain dict),
-``dataset_info``, ``method`` (G and D state dict), ``ema`` (EMA generator state dict),
-``optimizers`` (one Adam state dict per phase), ``step``, ``images_seen``,
-``elapsed_seconds``, ``rng`` (torch, numpy, Python and training-RNG states) and ``best``
-(checkpoint-selection record). It is written to a temp file in the same folder, then
+* :class:`TrainingState` — what a checkpoint holds, typed: ``config`` (plain dict),
+  ``dataset_info``, ``method`` (G and D state dict), ``ema`` (EMA generator state dict),
+  ``optimizers`` (one Adam state dict per phase), ``step``, ``images_seen``,
+  ``elapsed_seconds``, ``rng`` (torch, numpy, Python and training-RNG states) and ``best``
+  (checkpoint-selection record). On disk it is a ``torch.save`` dict of these keys plus
+  ``format``.
+* :class:`TrainedModel` / :func:`load_trained` — one generator ready to sample, from a
+  checkpoint or an export folder alike, with its config, label space and step; the one
+  place that refuses NaN/inf weights. The Sampler, export, the web editor and evaluation
+  load through it. It is written to a temp file in the same folder, then
 renamed, so a run killed at any moment leaves the previous complete checkpoint.
 
 Reading runs no code from the file: a checkpoint holds only tensors, numbers, strings,
@@ -24,14 +29,16 @@ import os
 import pickle
 import random
 import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from semsynth.config import Config, atomic_write_bytes, config_from_dict, config_to_dict
-from semsynth.types import ConfigError
+from semsynth.config import Config, config_from_dict, config_to_dict
+from semsynth.fileio import atomic_write_bytes
+from semsynth.types import ConfigError, DatasetInfo
 
 FORMAT = "semsynth-checkpoint-v2"
 OLD_FORMATS = ("semsynth-checkpoint-v1",)
@@ -47,11 +54,74 @@ RESUMABLE_KEYS = (
 )
 
 
-def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> None:
-    """Serialise ``state`` (adds ``format``) and write it atomically to ``path``."""
+@dataclass
+class TrainingState:
+    """Everything a run needs to continue bit-exactly: what :func:`save_checkpoint` writes.
+
+    Attributes:
+        config: the run :class:`~semsynth.config.Config` as a plain dict.
+        dataset_info: the label space, :meth:`DatasetInfo.to_dict`.
+        method: the method's state dict (G and D, ``generator.*`` / ``discriminator.*``).
+        ema: the EMA generator's state dict (BatchNorm statistics refreshed when written).
+        optimizers: one optimizer state dict per phase name.
+        step, images_seen: training progress (steps done, images seen over all processes).
+        elapsed_seconds: training wall time so far (s).
+        rng: :func:`capture_rng`'s RNG states.
+        best: the checkpoint-selection record (:mod:`semsynth.eval.selection`), or ``{}``.
+
+    The data order is a function of (seed, step) alone and the augmentations of (seed,
+    epoch, index): there is no iterator state to save.
+    """
+
+    config: dict
+    dataset_info: dict
+    method: dict
+    ema: dict
+    optimizers: dict
+    step: int
+    images_seen: int
+    elapsed_seconds: float
+    rng: dict
+    best: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The plain dict that is saved (without ``format``)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @classmethod
+    def from_dict(cls, ckpt: dict, path: str | os.PathLike = "<checkpoint>") -> "TrainingState":
+        """From a loaded checkpoint dict (extra keys of older files are ignored).
+
+        Raises:
+            ConfigError: a key missing (names the file and the key).
+        """
+        missing = [f.name for f in fields(cls) if f.name not in ckpt and f.name != "best"]
+        if missing:
+            raise ConfigError(f"{path}: not a training checkpoint: no {', '.join(missing)}")
+        kwargs = {f.name: ckpt[f.name] for f in fields(cls) if f.name in ckpt}
+        kwargs["best"] = dict(ckpt.get("best") or {})
+        return cls(**kwargs)
+
+    @property
+    def cfg(self) -> Config:
+        """The frozen Config (validated as :func:`semsynth.config.load_config` does)."""
+        return config_from_dict(self.config)
+
+
+def save_checkpoint(path: str | os.PathLike, state: TrainingState) -> None:
+    """Serialise ``state`` (adds ``format``) and write it atomically to ``path``.
+
+    Raises:
+        DiskFull: no space left (the previous file at ``path`` is intact).
+    """
     buf = io.BytesIO()
-    torch.save({"format": FORMAT, **state}, buf)
+    torch.save({"format": FORMAT, **state.to_dict()}, buf)
     atomic_write_bytes(path, buf.getvalue())
+
+
+def load_training_state(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> TrainingState:
+    """:func:`load_checkpoint` as a :class:`TrainingState` (same errors)."""
+    return TrainingState.from_dict(load_checkpoint(path, map_location), path)
 
 
 def nonfinite_tensors(state: dict[str, Any]) -> list[str]:
@@ -261,3 +331,76 @@ def restore_rng(state: dict[str, Any], train_rng: torch.Generator) -> None:
     if "cuda" in state and torch.cuda.is_available():  # as many GPUs as both runs have
         for i, s in enumerate(state["cuda"][: torch.cuda.device_count()]):
             torch.cuda.set_rng_state(s, i)
+
+
+@dataclass(frozen=True)
+class TrainedModel:
+    """A trained generator ready to sample, with what it was trained on.
+
+    Attributes:
+        cfg: the run's frozen Config.
+        info: the label space it was trained on.
+        generator: the generator (a :class:`semsynth.methods.base.Generator`) on the CPU,
+            in eval mode, weights finite.
+        step, images_seen: training progress when it was saved (0 for imported models).
+        ema: whether ``generator`` holds the EMA weights.
+        source: the checkpoint file or export folder it came from.
+    """
+
+    cfg: Config
+    info: DatasetInfo
+    generator: torch.nn.Module
+    step: int
+    images_seen: int
+    ema: bool
+    source: Path
+
+
+def load_trained(path: str | os.PathLike, use_ema: bool = True) -> TrainedModel:
+    """Load the generator of a training checkpoint (``.pt``) or an export folder.
+
+    ``use_ema=True``: the EMA generator, whose BatchNorm statistics the training loop
+    refreshed just before writing the checkpoint. ``use_ema=False``: the raw generator with
+    the BatchNorm running statistics of its own training passes. An export folder holds
+    one generator (its ``export.json`` says which) and is loaded as is.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        ValueError: ``use_ema=False`` with an export folder.
+        ConfigError: an unreadable, unsafe or foreign file, a config that no longer
+            validates, or NaN/inf generator weights (names the file and a tensor).
+    """
+    from semsynth.model.build import build_method
+    from semsynth.model.export import load_export
+
+    path = Path(path)
+    if path.is_dir():
+        if not use_ema:
+            raise ValueError(f"{path}: an export holds one generator; use_ema=False applies to checkpoints")
+        meta, state = load_export(path)
+        raw = {"config": meta["config"], "dataset_info": meta.get("dataset_info"), "step": meta["step"],
+               "images_seen": meta["images_seen"]}
+        ema = bool(meta.get("ema", True))
+    else:
+        raw = load_checkpoint(path, map_location="cpu")
+        ema = use_ema
+        if use_ema:
+            state = raw["ema"]
+        else:
+            state = {k[len("generator."):]: v for k, v in raw["method"].items() if k.startswith("generator.")}
+    cfg = checkpoint_config(raw, path)
+    info = DatasetInfo.from_dict(raw["dataset_info"]) if raw.get("dataset_info") else _info_of(cfg)
+    generator = build_method(cfg, info).generator
+    generator.load_state_dict(state)
+    bad = nonfinite_tensors(generator.state_dict())
+    if bad:
+        raise ConfigError(f"{path}: the generator has non-finite weights (NaN/inf) in {len(bad)} tensor(s), "
+                          f"e.g. {bad[0]}; it cannot be used (a diverged run? use an earlier step_*.pt)")
+    return TrainedModel(cfg, info, generator.eval(), int(raw["step"]), int(raw.get("images_seen", 0)), ema, path)
+
+
+def _info_of(cfg: Config) -> DatasetInfo:
+    """The label space of a config (checkpoints older than ``dataset_info``)."""
+    from semsynth.data import dataset_info
+
+    return dataset_info(cfg.data)

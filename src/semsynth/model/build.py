@@ -1,0 +1,50 @@
+"""Building a method from a config, and the device it runs on.
+
+The one place that turns a :class:`~semsynth.config.Config` into networks: training
+(:mod:`semsynth.train.loop`), loading a trained model (:mod:`semsynth.model.checkpoint`),
+export, the official importers, the benchmarks and the tests all call :func:`build_method`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from semsynth.config import Config
+from semsynth.registry import get_method
+from semsynth.types import DatasetInfo
+
+__all__ = ["build_method", "configure_backends", "select_device"]
+
+
+def select_device(name: str) -> torch.device:
+    """``auto`` → CUDA if available else CPU; otherwise ``torch.device(name)``."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def configure_backends(device: torch.device, threads: int) -> None:
+    """What every training process sets before it builds its networks: ``threads`` CPU
+    threads for torch (0 = torch's default), and on CUDA TF32 convolutions/matmuls and tuned
+    (cudnn.benchmark) kernels. Process-wide torch settings; used by :class:`semsynth.train.loop.Trainer` and
+    ``benchmarks/train_step.py``."""
+    if threads > 0:
+        torch.set_num_threads(threads)
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+
+
+def build_method(cfg: Config, info: DatasetInfo):
+    """Instantiate the method of ``cfg`` for the label space ``info``.
+
+    Returns:
+        The :class:`semsynth.methods.base.Method` registered as ``cfg.method``, built from
+        ``cfg.model`` at ``cfg.data.height × cfg.data.width`` (on the CPU, in train mode).
+
+    Raises:
+        ConfigError: an unknown method, or model settings the method rejects.
+    """
+    cls = get_method(cfg.method)
+    return cls(cfg.model, info, cfg.data.height, cfg.data.width)

@@ -1,0 +1,1 @@
+"""Importers of official checkpoints (``semsynth import-official``): :mod:`.oasis`."""
