@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from semsynth.labels import one_hot
-from semsynth.methods.oasis.generator import GeneratorConfig, OASISGenerator
+from semsynth.methods.oasis.generator import OASISGenerator, OASISGeneratorConfig
 from semsynth.nn.spade_fast import FactoredCond, factor_noise, shared_conv
 from semsynth.noise import local_noise, noise_from_seeds
 
@@ -47,7 +47,7 @@ def test_shared_conv_of_a_factored_map_equals_the_dense_conv():
 @pytest.mark.parametrize("n", [1, 2])
 def test_oasis_eval_images_equal_the_dense_path(n):
     torch.manual_seed(0)
-    g = OASISGenerator(GeneratorConfig(channels=(32, 32, 16, 8), z_dim=8, spade_hidden=16), 6, 32, 48).eval()
+    g = OASISGenerator(OASISGeneratorConfig(channels=(32, 32, 16, 8), z_dim=8, spade_hidden=16), 6, 32, 48).eval()
     with torch.no_grad():
         for m in g.modules():  # non-trivial BatchNorm statistics and SPADE modulation
             if isinstance(m, torch.nn.BatchNorm2d):

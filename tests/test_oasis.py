@@ -13,9 +13,10 @@ from semsynth.losses.n1 import (
     labelmix_mask,
     n1_cross_entropy,
 )
-from semsynth.methods.oasis.discriminator import DiscriminatorConfig, OASISDiscriminator
-from semsynth.methods.oasis.generator import GeneratorConfig, OASISGenerator
+from semsynth.methods.oasis.discriminator import OASISDiscriminator, OASISDiscriminatorConfig
+from semsynth.methods.oasis.generator import OASISGenerator, OASISGeneratorConfig
 from semsynth.noise import class_region, local_noise, noise_from_seeds
+from semsynth.types import ConfigError
 
 
 def _count(m):
@@ -27,24 +28,24 @@ def test_paper_preset_parameter_counts_ade20k():
     """Paper/official ADE20K preset: G 74.3M (72.6M without noise inputs), D 22.3M (±0.5 %)."""
     sem = 151  # 150 classes + don't-care "other"
     with torch.device("meta"):
-        g = OASISGenerator(GeneratorConfig(), sem, 256, 256)
-        g0 = OASISGenerator(dataclasses.replace(GeneratorConfig(), z_dim=0), sem, 256, 256)
-        d = OASISDiscriminator(DiscriminatorConfig(), sem)
+        g = OASISGenerator(OASISGeneratorConfig(), sem, 256, 256)
+        g0 = OASISGenerator(dataclasses.replace(OASISGeneratorConfig(), z_dim=0), sem, 256, 256)
+        d = OASISDiscriminator(OASISDiscriminatorConfig(), sem)
     assert abs(_count(g) / 74.3e6 - 1) < 0.005
     assert abs(_count(g0) / 72.6e6 - 1) < 0.005
     assert abs(_count(d) / 22.3e6 - 1) < 0.005
 
 
 def test_shapes_and_ranges():
-    g = OASISGenerator(GeneratorConfig(channels=(16, 16, 8), z_dim=4, spade_hidden=8), 5, 16, 24)
-    d = OASISDiscriminator(DiscriminatorConfig(channels=(8, 16, 16), last_channels=8), 5)
+    g = OASISGenerator(OASISGeneratorConfig(channels=(16, 16, 8), z_dim=4, spade_hidden=8), 5, 16, 24)
+    d = OASISDiscriminator(OASISDiscriminatorConfig(channels=(8, 16, 16), last_channels=8), 5)
     label = torch.randint(0, 5, (3, 16, 24))
     img = g(one_hot(label, 5), seeds=[0, 1, 2])
     assert img.shape == (3, 3, 16, 24) and img.dtype == torch.float32
     assert img.min() >= -1 and img.max() <= 1
     assert d(img).shape == (3, 6, 16, 24)
-    with pytest.raises(ValueError, match="divisible by 2"):
-        OASISGenerator(GeneratorConfig(channels=(16, 16, 8)), 5, 17, 24)
+    with pytest.raises(ConfigError, match="divisible by 2"):
+        OASISGenerator(OASISGeneratorConfig(channels=(16, 16, 8)), 5, 17, 24)
     with pytest.raises(ValueError, match="one-hot channels"):
         g(one_hot(label, 6))
 
@@ -103,7 +104,7 @@ def test_labelmix_mask_one_bit_per_class_and_loss():
 # ------------------------------------------------------------------------- noise
 def test_same_seed_same_image_whatever_the_batch_size():
     torch.manual_seed(0)
-    g = OASISGenerator(GeneratorConfig(channels=(16, 16, 8), z_dim=4, spade_hidden=8), 5, 16, 16).eval()
+    g = OASISGenerator(OASISGeneratorConfig(channels=(16, 16, 8), z_dim=4, spade_hidden=8), 5, 16, 16).eval()
     label = torch.randint(0, 5, (4, 16, 16))
     with torch.no_grad():
         full = g(one_hot(label, 5), seeds=[10, 11, 12, 13])

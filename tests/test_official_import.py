@@ -7,8 +7,8 @@ import torch
 from semsynth.cli import main
 from semsynth.config import DataConfig
 from semsynth.data import dataset_info
-from semsynth.methods.oasis.discriminator import DiscriminatorConfig, OASISDiscriminator
-from semsynth.methods.oasis.generator import GeneratorConfig, OASISGenerator
+from semsynth.methods.oasis.discriminator import OASISDiscriminator, OASISDiscriminatorConfig
+from semsynth.methods.oasis.generator import OASISGenerator, OASISGeneratorConfig
 from semsynth.model.official.oasis import (
     OFFICIAL_DATASETS,
     channel_map,
@@ -17,8 +17,8 @@ from semsynth.model.official.oasis import (
 )
 from semsynth.sample.sampler import Sampler
 
-GEN = GeneratorConfig(channels=(16, 16, 8, 8), z_dim=64, spade_hidden=12)
-DISC = DiscriminatorConfig(channels=(8, 8, 16), last_channels=8)
+GEN = OASISGeneratorConfig(channels=(16, 16, 8, 8), z_dim=64, spade_hidden=12)
+DISC = OASISDiscriminatorConfig(channels=(8, 8, 16), last_channels=8)
 
 
 def _random_networks(dataset):
@@ -108,7 +108,7 @@ def test_real_file_quirks_prefix_no_counter_no_noise_no_spectral_norm(tmp_path):
     ``--no_spectral_norm`` (plain ``weight`` keys)."""
     torch.manual_seed(1)
     info = dataset_info(DataConfig(dataset="coco_stuff"))
-    cfg = GeneratorConfig(channels=(8, 8, 8), z_dim=0, spade_hidden=4, spectral_norm=False)
+    cfg = OASISGeneratorConfig(channels=(8, 8, 8), z_dim=0, spade_hidden=4, spectral_norm=False)
     g = OASISGenerator(cfg, info.semantic_nc, 256, 256).eval()
     off = generator_to_official(g.state_dict(), "coco_stuff", z_dim=0)
     assert "body.0.conv_0.weight" in off and off["fc.weight"].shape[1] == 183

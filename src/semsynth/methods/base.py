@@ -8,13 +8,16 @@ NVlabs/edm's ``training_loop.py``. Per training step the loop calls, for each ph
 
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import torch
 import torch.nn as nn
 
 from semsynth.batch_shard import BatchShard
 from semsynth.types import DatasetInfo
+
+if TYPE_CHECKING:
+    from semsynth.config import Config, TrainConfig
 
 #: Values of :attr:`Generator.noise`.
 NOISE_KINDS = ("none", "vector", "spatial")
@@ -42,6 +45,14 @@ class Generator(nn.Module):
     z_dim: int = 0
     noise: str = "none"
     num_outputs: int = 1
+
+    def __init__(self, cfg=None, semantic_nc: int = 0, height: int | None = None, width: int | None = None) -> None:
+        """Store what every generator keeps: its config section ``cfg``, ``semantic_nc``
+        one-hot input channels and output ``height × width`` (``None``: any size)."""
+        super().__init__()
+        self.cfg = cfg
+        self.semantic_nc = semantic_nc
+        self.height, self.width = height, width
 
     @property
     def has_encoder(self) -> bool:
@@ -109,13 +120,35 @@ class Method(nn.Module):
         self.info = info
         self.height, self.width = height, width
 
+    def set_networks(self, generator: Generator, discriminator: nn.Module | None = None,
+                     init: str | None = None, init_discriminator: bool = True) -> None:
+        """The scaffolding every method shares: set ``self.generator`` (and
+        ``self.discriminator``), then initialise them with the ``model.init`` scheme
+        (:func:`semsynth.nn.init.apply_init`; ``None``: the networks keep their own init).
+
+        Args:
+            init_discriminator: False leaves D's init alone (a D with pretrained parts).
+
+        Raises:
+            ConfigError: an unknown init scheme.
+        """
+        from semsynth.nn.init import apply_init
+
+        self.generator = generator
+        if discriminator is not None:
+            self.discriminator = discriminator
+        if init is not None:
+            apply_init(generator, init, "model.init")
+            if discriminator is not None and init_discriminator:
+                apply_init(discriminator, init, "model.init")
+
     @property
     def z_dim(self) -> int:
         """Noise channels the generator takes (0 = deterministic method)."""
         return int(self.generator.z_dim)
 
     @classmethod
-    def ignored_keys(cls, cfg) -> dict[str, str]:
+    def ignored_keys(cls, cfg: Config) -> dict[str, str]:
         """Config keys (dotted, a key or a whole section) that ``cfg``'s chosen options
         ignore, each with the reason. :func:`semsynth.config.load_config` rejects a YAML file
         or ``--set`` that gives one of them (checkpoints' stored configs are not checked).
@@ -158,7 +191,7 @@ class Method(nn.Module):
         """
         return (self.generator if phase == "G" else self.discriminator).parameters()
 
-    def phase_lr(self, phase: str, train_cfg) -> float:
+    def phase_lr(self, phase: str, train_cfg: TrainConfig) -> float:
         """Learning rate of ``phase``'s Adam optimizer: ``train_cfg.lr_g`` for ``"G"``,
         ``train_cfg.lr_d`` otherwise (TTUR)."""
         return float(train_cfg.lr_g if phase == "G" else train_cfg.lr_d)

@@ -40,8 +40,7 @@ class ClassMeanPainter(Generator):
     """
 
     def __init__(self, semantic_nc: int, blur_sigma: float = 0.0) -> None:
-        super().__init__()
-        self.semantic_nc = semantic_nc
+        super().__init__(None, semantic_nc)
         self.blur_sigma = float(blur_sigma)
         self.register_buffer("sums", torch.zeros(semantic_nc, 3, dtype=torch.float64))
         self.register_buffer("counts", torch.zeros(semantic_nc, dtype=torch.float64))

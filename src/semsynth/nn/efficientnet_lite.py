@@ -4,7 +4,7 @@ Projected GAN (Sauer et al., NeurIPS 2021, autonomousvision/projected-gan
 ``pg_modules/projector.py``) uses EfficientNet-Lite0 as the frozen feature network of its
 discriminators; DP-SIMS (Berrada et al., CVPR 2024, arXiv 2312.13314) puts such frozen
 backbones under OASIS's U-Net N+1 discriminator. semsynth builds that discriminator in
-:mod:`semsynth.nn.pretrained_d`; this module is the backbone.
+:mod:`semsynth.methods.oasis.pretrained_discriminator`; this module is the backbone.
 
 Architecture (Tan & Le, ICML 2019, Table 1, with the "Lite" changes of tensorflow/tpu
 ``models/official/efficientnet/lite/README.md``: no squeeze-and-excitation, ReLU6 instead of

@@ -202,10 +202,7 @@ class CCFPSEGenerator(Generator):
 
 
     def __init__(self, cfg: CCFPSEGeneratorConfig, semantic_nc: int, height: int, width: int) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.semantic_nc = semantic_nc
-        self.height, self.width = height, width
+        super().__init__(cfg, semantic_nc, height, width)
         mode = cfg.num_upsampling_layers
         k = upsampling_stages(mode, UPSAMPLING_LAYERS)
         self.sizes = list(zip(size_chain(height, k), size_chain(width, k)))

@@ -39,7 +39,6 @@ from semsynth.losses.vgg import vgg_loss
 from semsynth.methods.base import Method
 from semsynth.methods.cc_fpse.discriminator import FPSEDiscriminator, FPSEDiscriminatorConfig
 from semsynth.methods.cc_fpse.generator import CCFPSEGenerator, CCFPSEGeneratorConfig
-from semsynth.nn.init import apply_init
 from semsynth.nn.perceptual import require_vgg16
 from semsynth.registry import register_method
 from semsynth.types import DatasetInfo
@@ -91,10 +90,8 @@ class CCFPSE(Method):
         super().__init__(model_cfg, info, height, width)
         if model_cfg.lambda_vgg > 0:
             require_vgg16("model.lambda_vgg > 0 (the VGG loss)")
-        self.generator = CCFPSEGenerator(model_cfg.generator, info.semantic_nc, height, width)
-        self.discriminator = FPSEDiscriminator(model_cfg.discriminator, info.semantic_nc)
-        apply_init(self.generator, model_cfg.init, "model.init")
-        apply_init(self.discriminator, model_cfg.init, "model.init")
+        self.set_networks(CCFPSEGenerator(model_cfg.generator, info.semantic_nc, height, width),
+                          FPSEDiscriminator(model_cfg.discriminator, info.semantic_nc), model_cfg.init)
 
     def _discriminate(self, fake: torch.Tensor, real: torch.Tensor, onehot: torch.Tensor):
         b = fake.shape[0]

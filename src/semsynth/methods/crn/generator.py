@@ -94,14 +94,11 @@ class CRNGenerator(Generator):
 
 
     def __init__(self, cfg: CRNGeneratorConfig, semantic_nc: int, height: int, width: int) -> None:
-        super().__init__()
+        super().__init__(cfg, semantic_nc, height, width)
         if not cfg.channels or min(cfg.channels) < 1:
             raise ConfigError(f"model.generator.channels: need at least one positive width, got {list(cfg.channels)}")
         if cfg.num_outputs < 1:
             raise ConfigError(f"model.generator.num_outputs: must be >= 1, got {cfg.num_outputs}")
-        self.cfg = cfg
-        self.semantic_nc = semantic_nc
-        self.height, self.width = height, width
         self.num_outputs = int(cfg.num_outputs)
         d = len(cfg.channels) - 1
         self.sizes = list(zip(size_chain(height, d), size_chain(width, d)))

@@ -101,7 +101,7 @@ class CRN(Method):
             raise ConfigError(f"model.layer_weights: need {len(CRN_LAYERS)} weights ({', '.join(CRN_LAYERS)}), "
                               f"got {list(model_cfg.layer_weights)}")
         require_vgg16("CRN's perceptual loss")
-        self.generator = CRNGenerator(model_cfg.generator, info.semantic_nc, height, width)
+        self.set_networks(CRNGenerator(model_cfg.generator, info.semantic_nc, height, width))  # TF-slim init
 
     def perceptual_per_class(self, outputs: torch.Tensor, image: torch.Tensor,
                              onehot: torch.Tensor) -> torch.Tensor:

@@ -19,10 +19,11 @@ import torch.nn.functional as F
 
 from semsynth.nn.resize import upsample2x
 from semsynth.nn.spade import maybe_spectral_norm
+from semsynth.types import ConfigError
 
 
 @dataclass(frozen=True)
-class DiscriminatorConfig:
+class OASISDiscriminatorConfig:
     """Encoder widths of the U-Net; its depth is ``len(channels)`` (one ×½ per block).
 
     Attributes:
@@ -83,14 +84,17 @@ class OASISDiscriminator(nn.Module):
 
     Shapes: ``(N, 3, H, W)`` → ``(N, semantic_nc + 1, H, W)``; ``H, W`` divisible by
     ``2 ** len(cfg.channels)``.
+
+    Raises:
+        ConfigError: fewer than 2 encoder blocks.
     """
 
-    def __init__(self, cfg: DiscriminatorConfig, semantic_nc: int) -> None:
+    def __init__(self, cfg: OASISDiscriminatorConfig, semantic_nc: int) -> None:
         super().__init__()
         ch = list(cfg.channels)
         depth = len(ch)
         if depth < 2:
-            raise ValueError("discriminator needs at least 2 encoder blocks")
+            raise ConfigError(f"model.discriminator.channels: needs at least 2 encoder blocks, got {ch}")
         sn = cfg.spectral_norm
         self.factor = 2 ** depth
         enc_in = [3] + ch[:-1]

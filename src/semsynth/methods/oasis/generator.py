@@ -24,10 +24,11 @@ from semsynth.nn.sizes import check_label_input
 from semsynth.nn.spade import SPADEResBlock
 from semsynth.nn.spade_fast import factor_noise, shared_conv
 from semsynth.noise import expand_noise, resolve_noise
+from semsynth.types import ConfigError
 
 
 @dataclass(frozen=True)
-class GeneratorConfig:
+class OASISGeneratorConfig:
     """OASIS generator widths and depth.
 
     Attributes:
@@ -56,25 +57,23 @@ class OASISGenerator(Generator):
         height, width: output size; both must be divisible by ``2 ** (blocks - 1)``.
 
     Raises:
-        ValueError: a size not divisible by the total upsampling factor.
+        ConfigError: fewer than 2 widths, or a size not divisible by the total upsampling
+            factor.
     """
 
-    def __init__(self, cfg: GeneratorConfig, semantic_nc: int, height: int, width: int) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.semantic_nc = semantic_nc
+    def __init__(self, cfg: OASISGeneratorConfig, semantic_nc: int, height: int, width: int) -> None:
+        super().__init__(cfg, semantic_nc, height, width)
         self.z_dim = cfg.z_dim
         self.noise = "spatial" if cfg.z_dim > 0 else "none"
         nblocks = len(cfg.channels) - 1
         if nblocks < 1:
-            raise ValueError("generator needs at least 2 entries in channels")
+            raise ConfigError(f"model.generator.channels: needs at least 2 entries, got {list(cfg.channels)}")
         factor = 2 ** (nblocks - 1)
         if height % factor or width % factor:
-            raise ValueError(
-                f"generator with {nblocks} blocks needs height and width divisible by {factor}, "
+            raise ConfigError(
+                f"model.generator: a generator with {nblocks} blocks needs height and width divisible by {factor}, "
                 f"got {height}x{width}"
             )
-        self.height, self.width = height, width
         self.init_size = (height // factor, width // factor)
         cond_nc = semantic_nc + cfg.z_dim
         self.fc = nn.Conv2d(cond_nc, cfg.channels[0], 3, padding=1)

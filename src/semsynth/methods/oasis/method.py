@@ -46,17 +46,17 @@ from dataclasses import dataclass, field
 import torch
 
 from semsynth.batch_shard import BatchShard
+from semsynth.config import Config
 from semsynth.labels import one_hot
 from semsynth.losses.diversity import diversity_sensitive_loss
 from semsynth.losses.gan import multiscale_d_terms, multiscale_g_terms
 from semsynth.losses.n1 import LABELMIX_MASKS, labelmix_loss, labelmix_mask, n1_cross_entropy
 from semsynth.losses.vgg import vgg_loss
 from semsynth.methods.base import Method, count_parameters
-from semsynth.methods.oasis.discriminator import DiscriminatorConfig, OASISDiscriminator
-from semsynth.methods.oasis.generator import GeneratorConfig, OASISGenerator
+from semsynth.methods.oasis.discriminator import OASISDiscriminator, OASISDiscriminatorConfig
+from semsynth.methods.oasis.generator import OASISGenerator, OASISGeneratorConfig
 from semsynth.methods.oasis.pretrained_discriminator import PretrainedDConfig, PretrainedUNetDiscriminator
 from semsynth.nn.diffaug import diff_augment, parse_policy
-from semsynth.nn.init import apply_init
 from semsynth.nn.patch_gan import MultiscaleDiscriminator, PatchGANConfig
 from semsynth.nn.perceptual import require_vgg16
 from semsynth.registry import register_method
@@ -106,8 +106,8 @@ class OASISConfig:
     ``lambda_diversity`` 0; ``lambda_diversity`` > 0 without noise or below 0).
     """
 
-    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
-    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    generator: OASISGeneratorConfig = field(default_factory=OASISGeneratorConfig)
+    discriminator: OASISDiscriminatorConfig = field(default_factory=OASISDiscriminatorConfig)
     lambda_labelmix: float = 10.0
     labelmix: bool = True
     labelmix_mask: str = "image"
@@ -147,12 +147,11 @@ class OASIS(Method):
         super().__init__(model_cfg, info, height, width)
         if model_cfg.lambda_vgg > 0:
             require_vgg16("model.lambda_vgg > 0 (the VGG loss)")
-        self.generator = OASISGenerator(model_cfg.generator, info.semantic_nc, height, width)
         if model_cfg.discriminator_type not in DISCRIMINATOR_TYPES:
             raise ConfigError(f"model.discriminator_type: {model_cfg.discriminator_type!r} is not one of "
                               f"{list(DISCRIMINATOR_TYPES)}")
-        self.patchgan = model_cfg.discriminator_type == "multiscale_patchgan"
-        self.pretrained_d = model_cfg.discriminator_type == "pretrained_unet"
+        self.uses_patchgan = model_cfg.discriminator_type == "multiscale_patchgan"
+        self.uses_pretrained_d = model_cfg.discriminator_type == "pretrained_unet"
         try:
             self.diffaug = parse_policy(model_cfg.diffaug)
         except ValueError as exc:
@@ -165,23 +164,22 @@ class OASIS(Method):
             raise ConfigError(f"model.diversity_tau: {model_cfg.diversity_tau} must be > 0")
         if model_cfg.focal_gamma < 0:
             raise ConfigError(f"model.focal_gamma: {model_cfg.focal_gamma} must be >= 0")
-        if self.patchgan:
-            self.discriminator = MultiscaleDiscriminator(model_cfg.patchgan, info.semantic_nc + 3)
-        elif self.pretrained_d:
-            self.discriminator = PretrainedUNetDiscriminator(model_cfg.pretrained, info.semantic_nc)
-        else:
-            self.discriminator = OASISDiscriminator(model_cfg.discriminator, info.semantic_nc)
         if model_cfg.labelmix_mask not in LABELMIX_MASKS:
             raise ConfigError(f"model.labelmix_mask: {model_cfg.labelmix_mask!r} is not one of {list(LABELMIX_MASKS)}")
-        apply_init(self.generator, model_cfg.init, "model.init")
-        if not self.pretrained_d:
-            apply_init(self.discriminator, model_cfg.init, "model.init")
+        generator = OASISGenerator(model_cfg.generator, info.semantic_nc, height, width)
+        if self.uses_patchgan:
+            discriminator = MultiscaleDiscriminator(model_cfg.patchgan, info.semantic_nc + 3)
+        elif self.uses_pretrained_d:
+            discriminator = PretrainedUNetDiscriminator(model_cfg.pretrained, info.semantic_nc)
+        else:
+            discriminator = OASISDiscriminator(model_cfg.discriminator, info.semantic_nc)
+        self.set_networks(generator, discriminator, model_cfg.init, init_discriminator=not self.uses_pretrained_d)
         # The pretrained D keeps its ImageNet backbone and PyTorch's default init in its
         # decoder: with xavier 0.02 the decoder learned to segment real CamVid images ~3x
         # slower (CE 2.0 vs 1.3 after 40 Adam steps at lr 4e-4; docs/results.md).
 
     @classmethod
-    def ignored_keys(cls, cfg) -> dict[str, str]:
+    def ignored_keys(cls, cfg: Config) -> dict[str, str]:
         """Base rules, and the settings of the discriminators, LabelMix and the diversity
         term that the chosen ``discriminator_type`` and switches leave unused."""
         m = cfg.model
@@ -219,14 +217,14 @@ class OASIS(Method):
         else:
             counts["G_without_noise_inputs"] = counts["G"]
         out = {"G": counts["G"], "G_without_noise_inputs": counts["G_without_noise_inputs"], "D": counts["D"]}
-        if self.pretrained_d:  # D = what is trained; the frozen backbone apart
+        if self.uses_pretrained_d:  # D = what is trained; the frozen backbone apart
             out["D"] = count_parameters(self.discriminator.decoder)
             out["D_frozen_backbone"] = count_parameters(self.discriminator.backbone)
         return out
 
     def phase_parameters(self, phase: str):
         """G's parameters in ``"G"``; D's trainable ones in ``"D"`` (not a frozen backbone)."""
-        if phase == "D" and self.pretrained_d:
+        if phase == "D" and self.uses_pretrained_d:
             return self.discriminator.trainable_parameters()
         return super().phase_parameters(phase)
 
@@ -266,7 +264,7 @@ class OASIS(Method):
         z = shard.randn(rng, self.z_dim, device=label.device) if self.z_dim else None
         if phase == "G":
             fake, diversity = self._generate_g_phase(onehot, z, rng, shard)
-            if self.patchgan:
+            if self.uses_patchgan:
                 out = multiscale_g_terms(self.discriminator, onehot, fake, image, self.model_cfg.lambda_feat)
             else:
                 (fake_d,), label_d, valid, _ = self._augment([fake], label, rng, shard)
@@ -280,7 +278,7 @@ class OASIS(Method):
             return out
         with torch.no_grad():
             fake = self.generator(onehot, z)
-        if self.patchgan:
+        if self.uses_patchgan:
             out = multiscale_d_terms(self.discriminator, onehot, fake, image)
             out["total"] = out["D_real"] + out["D_fake"]
             return out
@@ -295,7 +293,7 @@ class OASIS(Method):
         # One D forward on [fake; real; mix]: D has no batch statistics, so this equals
         # three separate forwards (the official code) up to spectral-norm power steps
         # (the pretrained D's conditioning statistics are updated from the real rows only).
-        if self.pretrained_d:
+        if self.uses_pretrained_d:
             logits = self.discriminator(torch.cat(batch), real=slice(b, 2 * b))
         else:
             logits = self.discriminator(torch.cat(batch))

@@ -159,10 +159,7 @@ class SPADEGenerator(Generator):
     """
 
     def __init__(self, cfg: SPADEGeneratorConfig, semantic_nc: int, height: int, width: int) -> None:
-        super().__init__()
-        self.cfg = cfg
-        self.semantic_nc = semantic_nc
-        self.height, self.width = height, width
+        super().__init__(cfg, semantic_nc, height, width)
         self.z_dim = cfg.z_dim if cfg.use_vae else 0
         self.noise = "vector" if cfg.use_vae else "none"
         mode = cfg.num_upsampling_layers

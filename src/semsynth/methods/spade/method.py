@@ -30,13 +30,13 @@ from dataclasses import dataclass, field
 
 import torch
 
+from semsynth.config import Config
 from semsynth.labels import one_hot
 from semsynth.losses.gan import multiscale_d_terms, multiscale_g_terms
 from semsynth.losses.kl import kl_divergence, reparameterize
 from semsynth.losses.vgg import vgg_loss
 from semsynth.methods.base import Method, count_parameters
 from semsynth.methods.spade.generator import SPADEGenerator, SPADEGeneratorConfig
-from semsynth.nn.init import apply_init
 from semsynth.nn.patch_gan import MultiscaleDiscriminator, PatchGANConfig
 from semsynth.nn.perceptual import require_vgg16
 from semsynth.registry import register_method
@@ -86,7 +86,7 @@ class SPADE(Method):
     phases = ("G", "D")
 
     @classmethod
-    def ignored_keys(cls, cfg) -> dict[str, str]:
+    def ignored_keys(cls, cfg: Config) -> dict[str, str]:
         """Base rules, and the encoder's keys without ``model.generator.use_vae``."""
         out = super().ignored_keys(cfg)
         if not cfg.model.generator.use_vae:
@@ -98,10 +98,8 @@ class SPADE(Method):
         super().__init__(model_cfg, info, height, width)
         if model_cfg.lambda_vgg > 0:
             require_vgg16("model.lambda_vgg > 0 (the VGG loss)")
-        self.generator = SPADEGenerator(model_cfg.generator, info.semantic_nc, height, width)
-        self.discriminator = MultiscaleDiscriminator(model_cfg.discriminator, info.semantic_nc + 3)
-        apply_init(self.generator, model_cfg.init, "model.init")
-        apply_init(self.discriminator, model_cfg.init, "model.init")
+        self.set_networks(SPADEGenerator(model_cfg.generator, info.semantic_nc, height, width),
+                          MultiscaleDiscriminator(model_cfg.discriminator, info.semantic_nc + 3), model_cfg.init)
 
     def parameter_counts(self) -> dict[str, int]:
         """``G`` (without the encoder: the official count), ``E`` (encoder, 0 if none), ``D``."""

@@ -259,8 +259,8 @@ def official_config(state: dict, dataset: str, z_dim: int = 64, d_state: dict | 
             official blocks (names ``g_source`` / ``d_source`` and the missing key).
     """
     from semsynth.config import Config, DataConfig
-    from semsynth.methods.oasis.discriminator import DiscriminatorConfig
-    from semsynth.methods.oasis.generator import GeneratorConfig
+    from semsynth.methods.oasis.discriminator import OASISDiscriminatorConfig
+    from semsynth.methods.oasis.generator import OASISGeneratorConfig
     from semsynth.methods.oasis.method import OASISConfig
 
     _, height, width = OFFICIAL_DATASETS.get(dataset, (None, 0, 0))
@@ -277,9 +277,9 @@ def official_config(state: dict, dataset: str, z_dim: int = 64, d_state: dict | 
         shared = state["body.0.norm_0.mlp_shared.0.weight"]
     except KeyError as exc:
         raise ConfigError(f"{g_source}: not an official OASIS generator (missing {exc})") from None
-    gen = GeneratorConfig(channels=tuple(int(c) for c in channels), z_dim=z_dim, spade_hidden=int(shared.shape[0]),
+    gen = OASISGeneratorConfig(channels=tuple(int(c) for c in channels), z_dim=z_dim, spade_hidden=int(shared.shape[0]),
                           spade_kernel=int(shared.shape[-1]), spectral_norm=conv == "weight_orig")
-    disc = DiscriminatorConfig()
+    disc = OASISDiscriminatorConfig()
     if d_state is not None:
         d_state = _strip_module(d_state)
         down = {int(k.split(".")[1]) for k in d_state if re.match(r"body_down\.\d+\.", k)}
@@ -287,7 +287,7 @@ def official_config(state: dict, dataset: str, z_dim: int = 64, d_state: dict | 
             raise ConfigError(f"{d_source}: not an official OASIS discriminator (no body_down.<i>.* blocks)")
         dconv = "weight_orig" if "body_down.0.conv1.0.weight_orig" in d_state else "weight"
         try:
-            disc = DiscriminatorConfig(
+            disc = OASISDiscriminatorConfig(
                 channels=tuple(int(d_state[f"body_down.{i}.conv1.{0 if i == 0 else 1}.{dconv}"].shape[0])
                                for i in range(1 + max(down))),
                 last_channels=int(d_state["layer_up_last.weight"].shape[1]), spectral_norm=dconv == "weight_orig")
