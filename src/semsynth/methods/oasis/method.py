@@ -35,8 +35,9 @@ Diversity (any discriminator):
   is added to G's loss (:func:`semsynth.losses.diversity.diversity_sensitive_loss`; DSGAN,
   Yang et al., ICLR 2019, eq. 2). The second images join G's forward as extra rows (same
   BatchNorm statistics) and go through G only, not D: about half a G forward/backward more
-  per step. Even global indices keep the pairs the same whatever
-  the number of processes.
+  per step. Even global indices keep the pairs the same whatever the number of processes.
+  Off by default: at λ 5 on CamVid the noise learned to switch the whole image's
+  brightness, and FID/mIoU collapsed (docs/results.md, "A diversity term for G").
 """
 
 from __future__ import annotations
