@@ -264,6 +264,13 @@ def test_diversity_sensitive_loss_hand_computed():
     assert f2.grad[1].abs().max() == 0 and f2.grad[0].abs().min() > 0  # the clipped pair pushes nothing
     with pytest.raises(ValueError, match="tau"):
         diversity_sensitive_loss(f1, f2, z1, z2, tau=0.0)
+    # "structure": blind to brightness and contrast, not to a changed pattern
+    x = torch.rand(2, 3, 6, 5, generator=torch.Generator().manual_seed(0))
+    z1, z2 = torch.zeros(2, 4), torch.ones(2, 4)
+    torch.testing.assert_close(diversity_sensitive_loss(x, x + 0.3, z1, z2, 1.0, "structure"), torch.tensor(0.0),
+                               atol=1e-6, rtol=0)
+    assert diversity_sensitive_loss(x, x + 0.3, z1, z2, 1.0, "image") == pytest.approx(-0.3, abs=1e-6)
+    assert diversity_sensitive_loss(x, x.flip(-1), z1, z2, 1.0, "structure") < -0.1
 
 
 def test_diversity_term_pairs_even_indices_and_pushes_g_apart():
@@ -284,7 +291,7 @@ def test_diversity_term_pairs_even_indices_and_pushes_g_apart():
     onehot = one_hot(label, info.semantic_nc)
     with torch.no_grad():
         both = method.generator(torch.cat([onehot, onehot[[0, 2]]]), torch.cat([z1, z2[[0, 2]]]))
-        want = 2.0 * diversity_sensitive_loss(both[[0, 2]], both[3:], z1[[0, 2]], z2[[0, 2]], 10.0)
+        want = 2.0 * diversity_sensitive_loss(both[[0, 2]], both[3:], z1[[0, 2]], z2[[0, 2]], 10.0, "structure")
     torch.testing.assert_close(logs["G_diversity"].detach(), want, rtol=1e-4, atol=1e-6)
     opt = torch.optim.Adam(method.generator.parameters(), lr=1e-3)
     zs = torch.randn(2, method.z_dim, generator=torch.Generator().manual_seed(9))
