@@ -182,10 +182,18 @@ class Semsynth:
         import semsynth
         from semsynth.config import load_config
         from semsynth.data import dataset_info
-        from semsynth.model.build import build_method
         from semsynth.sample.sampler import Sampler
         from semsynth.train.ema import make_ema, update_ema
-        from semsynth.train.loop import make_optimizers
+
+        try:  # this checkout
+            from semsynth.model.build import build_method
+            from semsynth.train.loop import make_optimizers
+        except ImportError:  # a --semsynth-src checkout from before model/ (issue 19)
+            from semsynth.train.loop import build_method
+
+            def make_optimizers(method, tc):
+                return {p: torch.optim.Adam(method.phase_parameters(p), lr=method.phase_lr(p, tc),
+                                            betas=tuple(float(b) for b in tc.betas)) for p in method.phases}
 
         self.module_file = semsynth.__file__
         self.sets = SEMSYNTH_SETS + list(extra_sets)
@@ -258,7 +266,7 @@ class Semsynth:
 # --------------------------------------------------------------------------- equivalence
 def check_equivalence(off: "Official", sem: "Semsynth", label: torch.Tensor, image: torch.Tensor) -> dict:
     """Same function on both sides? Official weights loaded into copies of semsynth's G and D
-    (semsynth's own converters in methods/oasis/official.py, given the 12-channel label space
+    (semsynth's own converters in model/official/oasis.py, given the 12-channel label space
     in-process), then G (eval and train mode, same z), D and the losses compared."""
     from semsynth.losses.n1 import labelmix_loss, n1_cross_entropy
     from semsynth.model.official import oasis as conv

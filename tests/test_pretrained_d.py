@@ -278,7 +278,8 @@ def test_diversity_term_pairs_even_indices_and_pushes_g_apart():
     two draws (hand-checked from the same RNG stream), and a G step on it alone raises
     the distance between two draws of the same label map."""
     from semsynth.losses.diversity import diversity_sensitive_loss
-    cfg = load_config(TINY, ["model.lambda_diversity=2.0", "model.diversity_tau=10.0"])
+    cfg = load_config(TINY, ["model.lambda_diversity=2.0", "model.diversity_tau=10.0",
+                             "model.diversity_distance=structure"])
     info = dataset_info(cfg.data)
     torch.manual_seed(0)
     method = build_method(cfg, info)
@@ -331,3 +332,33 @@ def test_keys_the_chosen_options_ignore_are_rejected_by_name_and_reason():
         load_config(TINY, ["model.labelmix=false", "model.lambda_labelmix=5"])
     full = config_to_dict(load_config(TINY))  # a stored config carries every key
     assert config_from_dict(full).model.discriminator_type == "oasis"
+
+
+def test_diversity_term_over_processes_averages_to_the_one_process_mean():
+    """Global batch 6 over 2 processes (3 + 3 images: pairs at indices 0, 2 | 4): the mean of
+    the processes' terms (what DDP's gradient average takes) equals one process's term."""
+    from semsynth.methods.base import Generator
+
+    class PerSample(Generator):  # no batch statistics: each image depends on its own inputs
+        z_dim, noise = 4, "spatial"
+
+        def forward(self, onehot, z=None, seeds=None):
+            return torch.tanh(onehot[:, :3] * z[:, :3, None, None] + z[:, 3:4, None, None])
+
+    cfg = load_config(TINY, ["model.lambda_diversity=3.0", "model.diversity_distance=structure"])
+    info = dataset_info(cfg.data)
+    method = build_method(cfg, info)
+    method.generator = PerSample()
+    label = torch.randint(0, info.semantic_nc, (6, 8, 8), generator=torch.Generator().manual_seed(0))
+    onehot = one_hot(label, info.semantic_nc)
+    z = torch.randn(6, 4, generator=torch.Generator().manual_seed(1))
+    whole = BatchShard.whole(6, info.semantic_nc)
+    _, one = method._generate_g_phase(onehot, z, torch.Generator().manual_seed(2), whole)
+    parts = []
+    for start in (0, 3):
+        shard = BatchShard(start, 3, 6, info.semantic_nc, reduce_sum=lambda t: t)
+        _, term = method._generate_g_phase(onehot[start:start + 3], z[start:start + 3],
+                                           torch.Generator().manual_seed(2), shard)
+        parts.append(term)
+    torch.testing.assert_close((parts[0] + parts[1]) / 2, one)
+    assert float(one) < 0

@@ -252,17 +252,41 @@ def _given_keys(node: Any, prefix: str = "") -> list[str]:
     return out
 
 
+def ignored_key_prefix(key: str, ignored: dict[str, str]) -> str | None:
+    """The entry of ``ignored`` (a method's ``ignored_keys``) that covers dotted ``key``."""
+    for prefix in ignored:
+        if key == prefix or key.startswith(prefix + "."):
+            return prefix
+    return None
+
+
+def flat_keys(d: dict, prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict) and v and key != "data.options":
+            out.update(flat_keys(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
 def _check_ignored_keys(given: Sequence[str], cfg: Config, source: str) -> None:
-    """Reject keys that the chosen options ignore (the method's ``ignored_keys``)."""
+    """Reject keys that the chosen options ignore (the method's ``ignored_keys``) when they
+    are given a value other than their default (a run folder's ``config.yaml`` holds every
+    key at its value, ignored ones at their defaults: it loads back)."""
     from semsynth.registry import get_method
 
     ignored = get_method(cfg.method).ignored_keys(cfg)
+    if not ignored:
+        return
+    values = flat_keys(config_to_dict(cfg))
+    defaults = flat_keys(config_to_dict(_resolve({"method": cfg.method}, "<defaults>")))
     hits: dict[str, list[str]] = {}
     for key in given:
-        for prefix in ignored:
-            if key == prefix or key.startswith(prefix + "."):
-                hits.setdefault(prefix, []).append(key)
-                break
+        prefix = ignored_key_prefix(key, ignored)
+        if prefix is not None and values.get(key) != defaults.get(key):
+            hits.setdefault(prefix, []).append(key)
     if hits:
         parts = [f"{', '.join(keys)} {'is' if len(keys) == 1 else 'are'} set but {ignored[p]}"
                  for p, keys in hits.items()]
@@ -281,8 +305,9 @@ def load_config(path: str | os.PathLike | None = None, overrides: Sequence[str] 
 
     Raises:
         ConfigError: unreadable file, unknown key, value of the wrong type, unknown method,
-            or a key the chosen options ignore (the method's ``ignored_keys``, with the
-            reason); the message names the file (or ``--set``) and the key.
+            or a key the chosen options ignore set to a value other than its default (the
+            method's ``ignored_keys``, with the reason); the message names the file (or
+            ``--set``) and the key.
     """
     source = str(path) if path is not None else "<defaults>"
     try:
@@ -323,7 +348,8 @@ def config_to_dict(cfg: Config) -> dict:
 
 
 def config_from_dict(data: dict, source: str = "<checkpoint>") -> Config:
-    """Inverse of :func:`config_to_dict`, with the same validation as :func:`load_config`."""
+    """Inverse of :func:`config_to_dict`, with :func:`load_config`'s validation of keys and
+    types (keys the chosen options ignore are not checked: a stored config holds all keys)."""
     return _resolve(data, source)
 
 

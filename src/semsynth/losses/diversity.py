@@ -33,7 +33,7 @@ def structure(x: torch.Tensor, eps: float = 0.05) -> torch.Tensor:
 
 
 def diversity_sensitive_loss(fake1: torch.Tensor, fake2: torch.Tensor, z1: torch.Tensor, z2: torch.Tensor,
-                             tau: float, distance: str = "image") -> torch.Tensor:
+                             tau: float, distance: str = "image", reduction: str = "mean") -> torch.Tensor:
     """``−mean_i min(d(G(c_i, z1_i), G(c_i, z2_i)) / mean|z1_i − z2_i|, τ)``.
 
     Two images of the same label map from two noise draws should differ in proportion to
@@ -48,9 +48,10 @@ def diversity_sensitive_loss(fake1: torch.Tensor, fake2: torch.Tensor, z1: torch
         z1, z2: ``(B, z_dim)`` or ``(B, z_dim, H', W')`` float noise that made them.
         tau: the bound on the distance ratio (> 0).
         distance: ``"image"`` or ``"structure"``.
+        reduction: ``"mean"`` over the pairs, or ``"none"``.
 
     Returns:
-        Scalar in ``[−τ, 0]``.
+        Scalar in ``[−τ, 0]`` (``"mean"``), or ``(B,)`` per pair (``"none"``).
 
     Raises:
         ValueError: batch sizes disagree, ``τ`` ≤ 0, or an unknown ``distance``.
@@ -66,4 +67,5 @@ def diversity_sensitive_loss(fake1: torch.Tensor, fake2: torch.Tensor, z1: torch
         fake1, fake2 = structure(fake1), structure(fake2)
     d_img = (fake1 - fake2).abs().flatten(1).mean(1)
     d_z = (z1 - z2).abs().flatten(1).mean(1).clamp_min(1e-8)
-    return -(d_img / d_z).clamp(max=tau).mean()
+    per_pair = -(d_img / d_z).clamp(max=tau)
+    return per_pair if reduction == "none" else per_pair.mean()

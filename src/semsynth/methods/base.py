@@ -120,6 +120,17 @@ class Method(nn.Module):
         self.info = info
         self.height, self.width = height, width
 
+    @classmethod
+    def build_generator(cls, model_cfg, info: DatasetInfo, height: int, width: int) -> Generator:
+        """The method's generator alone, as ``__init__`` builds it (before ``model.init``):
+        what loading a trained model needs (:func:`semsynth.model.build.build_generator`),
+        without the discriminator or loss networks (no VGG or backbone weights read).
+
+        Raises:
+            ConfigError: generator settings the method rejects.
+        """
+        raise NotImplementedError
+
     def set_networks(self, generator: Generator, discriminator: nn.Module | None = None,
                      init: str | None = None, init_discriminator: bool = True) -> None:
         """The scaffolding every method shares: set ``self.generator`` (and

@@ -79,9 +79,13 @@ class Painter(Method):
     config_class = PainterConfig
     phases = ()
 
+    @classmethod
+    def build_generator(cls, model_cfg: PainterConfig, info: DatasetInfo, height: int, width: int) -> ClassMeanPainter:
+        return ClassMeanPainter(info.semantic_nc, model_cfg.blur_sigma)
+
     def __init__(self, model_cfg: PainterConfig, info: DatasetInfo, height: int, width: int) -> None:
         super().__init__(model_cfg, info, height, width)
-        self.generator = ClassMeanPainter(info.semantic_nc, model_cfg.blur_sigma)
+        self.set_networks(self.build_generator(model_cfg, info, height, width))
 
     def fit(self, batches: Iterable[tuple[torch.Tensor, torch.Tensor]]) -> None:
         """Accumulate mean colours over ``(image, label)`` batches (the training split)."""

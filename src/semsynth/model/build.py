@@ -13,7 +13,7 @@ from semsynth.config import Config
 from semsynth.registry import get_method
 from semsynth.types import DatasetInfo
 
-__all__ = ["build_method", "configure_backends", "select_device"]
+__all__ = ["build_generator", "build_method", "configure_backends", "select_device"]
 
 
 def select_device(name: str) -> torch.device:
@@ -48,3 +48,16 @@ def build_method(cfg: Config, info: DatasetInfo):
     """
     cls = get_method(cfg.method)
     return cls(cfg.model, info, cfg.data.height, cfg.data.width)
+
+
+def build_generator(cfg: Config, info: DatasetInfo):
+    """The generator of ``cfg``'s method alone (:meth:`Method.build_generator`): for loading
+    trained weights into, without building the discriminator or loss networks.
+
+    Returns:
+        A :class:`semsynth.methods.base.Generator` on the CPU.
+
+    Raises:
+        ConfigError: an unknown method, or generator settings the method rejects.
+    """
+    return get_method(cfg.method).build_generator(cfg.model, info, cfg.data.height, cfg.data.width)

@@ -5,12 +5,12 @@
   ``optimizers`` (one Adam state dict per phase), ``step``, ``images_seen``,
   ``elapsed_seconds``, ``rng`` (torch, numpy, Python and training-RNG states) and ``best``
   (checkpoint-selection record). On disk it is a ``torch.save`` dict of these keys plus
-  ``format``.
+  ``format``, written to a temp file in the same folder and then renamed, so a run killed
+  at any moment leaves the previous complete checkpoint.
 * :class:`TrainedModel` / :func:`load_trained` — one generator ready to sample, from a
   checkpoint or an export folder alike, with its config, label space and step; the one
   place that refuses NaN/inf weights. The Sampler, export, the web editor and evaluation
-  load through it. It is written to a temp file in the same folder, then
-renamed, so a run killed at any moment leaves the previous complete checkpoint.
+  load through it; only the generator is built (no discriminator, no VGG/backbone weights).
 
 Reading runs no code from the file: a checkpoint holds only tensors, numbers, strings,
 ``None`` and lists/tuples/dicts of them (the RNG states as tensors, the config and
@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from semsynth.config import Config, config_from_dict, config_to_dict
+from semsynth.config import Config, config_from_dict, config_to_dict, flat_keys, ignored_key_prefix
 from semsynth.fileio import atomic_write_bytes
 from semsynth.types import ConfigError, DatasetInfo
 
@@ -102,10 +102,9 @@ class TrainingState:
         kwargs["best"] = dict(ckpt.get("best") or {})
         return cls(**kwargs)
 
-    @property
-    def cfg(self) -> Config:
-        """The frozen Config (validated as :func:`semsynth.config.load_config` does)."""
-        return config_from_dict(self.config)
+    def run_config(self, source: str | os.PathLike = "<checkpoint>") -> Config:
+        """The frozen Config (:func:`semsynth.config.config_from_dict`; errors name ``source``)."""
+        return config_from_dict(self.config, str(source))
 
 
 def save_checkpoint(path: str | os.PathLike, state: TrainingState) -> None:
@@ -247,27 +246,21 @@ def checkpoint_config(ckpt: dict, path: str | os.PathLike = "<checkpoint>") -> C
     return config_from_dict(ckpt["config"], str(path))
 
 
-def _flatten(d: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        key = f"{prefix}{k}"
-        if isinstance(v, dict) and v and key != "data.options":
-            out.update(_flatten(v, key + "."))
-        else:
-            out[key] = v
-    return out
-
-
 def config_differences(saved: Config, current: Config, allowed: tuple[str, ...] = RESUMABLE_KEYS) -> list[str]:
-    """Dotted keys whose values differ between two configs, ignoring ``allowed`` keys.
+    """Dotted keys whose values differ between two configs, ignoring ``allowed`` keys and,
+    for the same method, keys that ``current``'s options ignore (the method's
+    ``ignored_keys``: a value there computes nothing, e.g. CRN's ``train.lr_d``).
 
     Returns:
         ``["key: saved -> current", ...]``, empty when the configs match.
     """
-    a, b = _flatten(config_to_dict(saved)), _flatten(config_to_dict(current))
+    from semsynth.registry import get_method
+
+    a, b = flat_keys(config_to_dict(saved)), flat_keys(config_to_dict(current))
+    ignored = get_method(current.method).ignored_keys(current) if saved.method == current.method else {}
     diffs = []
     for key in sorted(set(a) | set(b)):
-        if key in allowed:
+        if key in allowed or ignored_key_prefix(key, ignored) is not None:
             continue
         if a.get(key) != b.get(key):
             diffs.append(f"{key}: {a.get(key)!r} -> {b.get(key)!r}")
@@ -370,7 +363,7 @@ def load_trained(path: str | os.PathLike, use_ema: bool = True) -> TrainedModel:
         ConfigError: an unreadable, unsafe or foreign file, a config that no longer
             validates, or NaN/inf generator weights (names the file and a tensor).
     """
-    from semsynth.model.build import build_method
+    from semsynth.model.build import build_generator
     from semsynth.model.export import load_export
 
     path = Path(path)
@@ -390,7 +383,7 @@ def load_trained(path: str | os.PathLike, use_ema: bool = True) -> TrainedModel:
             state = {k[len("generator."):]: v for k, v in raw["method"].items() if k.startswith("generator.")}
     cfg = checkpoint_config(raw, path)
     info = DatasetInfo.from_dict(raw["dataset_info"]) if raw.get("dataset_info") else _info_of(cfg)
-    generator = build_method(cfg, info).generator
+    generator = build_generator(cfg, info)
     generator.load_state_dict(state)
     bad = nonfinite_tensors(generator.state_dict())
     if bad:

@@ -47,7 +47,7 @@ def export_generator(checkpoint: str | os.PathLike, out_dir: str | os.PathLike, 
 
     model = load_trained(checkpoint, use_ema=use_ema)
     return write_export(out_dir, model.cfg, model.generator.state_dict(), model.info.to_dict(), model.step,
-                        model.images_seen, max_shard_mb, ema=use_ema, half=half)
+                        model.images_seen, max_shard_mb, ema=model.ema, half=half)
 
 
 def write_export(out_dir: str | os.PathLike, cfg, state: dict[str, torch.Tensor], dataset_info: dict,

@@ -285,7 +285,7 @@ class Trainer:
                 raise ConfigError(f"{latest} exists: pass --resume to continue that run, or choose another --out")
             return None
         ckpt, source = resume_state(latest, last_good)
-        diffs = config_differences(ckpt.cfg, self.cfg)
+        diffs = config_differences(ckpt.run_config(source), self.cfg)
         if diffs:
             raise ConfigError(f"--resume: config differs from {source}: " + "; ".join(diffs))
         return ckpt

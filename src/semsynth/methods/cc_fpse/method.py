@@ -86,11 +86,15 @@ class CCFPSE(Method):
     config_class = CCFPSEConfig
     phases = ("G", "D")
 
+    @classmethod
+    def build_generator(cls, model_cfg: CCFPSEConfig, info: DatasetInfo, height: int, width: int) -> CCFPSEGenerator:
+        return CCFPSEGenerator(model_cfg.generator, info.semantic_nc, height, width)
+
     def __init__(self, model_cfg: CCFPSEConfig, info: DatasetInfo, height: int, width: int) -> None:
         super().__init__(model_cfg, info, height, width)
         if model_cfg.lambda_vgg > 0:
             require_vgg16("model.lambda_vgg > 0 (the VGG loss)")
-        self.set_networks(CCFPSEGenerator(model_cfg.generator, info.semantic_nc, height, width),
+        self.set_networks(self.build_generator(model_cfg, info, height, width),
                           FPSEDiscriminator(model_cfg.discriminator, info.semantic_nc), model_cfg.init)
 
     def _discriminate(self, fake: torch.Tensor, real: torch.Tensor, onehot: torch.Tensor):

@@ -95,13 +95,17 @@ class CRN(Method):
     config_class = CRNConfig
     phases = ("G",)
 
+    @classmethod
+    def build_generator(cls, model_cfg: CRNConfig, info: DatasetInfo, height: int, width: int) -> CRNGenerator:
+        return CRNGenerator(model_cfg.generator, info.semantic_nc, height, width)
+
     def __init__(self, model_cfg: CRNConfig, info: DatasetInfo, height: int, width: int) -> None:
         super().__init__(model_cfg, info, height, width)
         if len(model_cfg.layer_weights) != len(CRN_LAYERS):
             raise ConfigError(f"model.layer_weights: need {len(CRN_LAYERS)} weights ({', '.join(CRN_LAYERS)}), "
                               f"got {list(model_cfg.layer_weights)}")
         require_vgg16("CRN's perceptual loss")
-        self.set_networks(CRNGenerator(model_cfg.generator, info.semantic_nc, height, width))  # TF-slim init
+        self.set_networks(self.build_generator(model_cfg, info, height, width))  # TF-slim init
 
     def perceptual_per_class(self, outputs: torch.Tensor, image: torch.Tensor,
                              onehot: torch.Tensor) -> torch.Tensor:

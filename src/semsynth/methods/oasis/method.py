@@ -102,13 +102,17 @@ class OASISConfig:
         lambda_diversity: weight of the diversity-sensitive term in G's loss (0 = off, the
             OASIS method).
         diversity_tau: its bound τ on the image/noise distance ratio (> 0).
-        diversity_distance: ``"structure"`` (standardised image gradients: blind to global
-            brightness and contrast) or ``"image"`` (L1 of the images, DSGAN's).
+        diversity_distance: ``"image"`` (L1 of the images, DSGAN's) or ``"structure"``
+            (standardised image gradients: blind to global brightness and contrast).
 
-    Raises (when the method is built): ConfigError for a setting the chosen discriminator
-    ignores (``pretrained`` changed from its defaults without ``pretrained_unet``;
-    ``diffaug``/``focal_gamma`` with the PatchGAN; ``diversity_tau`` changed with
-    ``lambda_diversity`` 0; ``lambda_diversity`` > 0 without noise or below 0).
+    Keys the chosen options ignore (another discriminator's settings, LabelMix's with
+    ``labelmix: false`` or the PatchGAN, ``diversity_*`` with ``lambda_diversity`` 0) are
+    rejected by :func:`semsynth.config.load_config` (:meth:`OASIS.ignored_keys`).
+
+    Raises (when the method is built): ConfigError for an unknown discriminator type,
+    LabelMix mask or DiffAugment op, ``focal_gamma`` or ``lambda_diversity`` below 0,
+    ``lambda_diversity`` > 0 without noise, ``diversity_tau`` ≤ 0 or an unknown
+    ``diversity_distance``.
     """
 
     generator: OASISGeneratorConfig = field(default_factory=OASISGeneratorConfig)
@@ -126,7 +130,7 @@ class OASISConfig:
     focal_gamma: float = 0.0
     lambda_diversity: float = 0.0
     diversity_tau: float = DIVERSITY_TAU
-    diversity_distance: str = "structure"
+    diversity_distance: str = "image"
 
 
 #: Values of ``OASISConfig.discriminator_type``.
@@ -148,6 +152,10 @@ class OASIS(Method):
 
     config_class = OASISConfig
     phases = ("G", "D")
+
+    @classmethod
+    def build_generator(cls, model_cfg: OASISConfig, info: DatasetInfo, height: int, width: int) -> OASISGenerator:
+        return OASISGenerator(model_cfg.generator, info.semantic_nc, height, width)
 
     def __init__(self, model_cfg: OASISConfig, info: DatasetInfo, height: int, width: int) -> None:
         super().__init__(model_cfg, info, height, width)
@@ -175,7 +183,7 @@ class OASIS(Method):
             raise ConfigError(f"model.focal_gamma: {model_cfg.focal_gamma} must be >= 0")
         if model_cfg.labelmix_mask not in LABELMIX_MASKS:
             raise ConfigError(f"model.labelmix_mask: {model_cfg.labelmix_mask!r} is not one of {list(LABELMIX_MASKS)}")
-        generator = OASISGenerator(model_cfg.generator, info.semantic_nc, height, width)
+        generator = self.build_generator(model_cfg, info, height, width)
         if self.uses_patchgan:
             discriminator = MultiscaleDiscriminator(model_cfg.patchgan, info.semantic_nc + 3)
         elif self.uses_pretrained_d:
@@ -264,9 +272,12 @@ class OASIS(Method):
         both = self.generator(torch.cat([onehot, onehot[pick]]), torch.cat([z, z2[pick]]))
         b = onehot.shape[0]
         fake = both[:b]
-        div = diversity_sensitive_loss(fake[pick], both[b:], z[pick], z2[pick], self.model_cfg.diversity_tau,
-                                       self.model_cfg.diversity_distance)
-        return fake, self.model_cfg.lambda_diversity * div
+        per_pair = diversity_sensitive_loss(fake[pick], both[b:], z[pick], z2[pick], self.model_cfg.diversity_tau,
+                                            self.model_cfg.diversity_distance, reduction="none")
+        # the mean over the global batch's pairs once data-parallel training averages the
+        # processes' gradients (one process: the plain mean)
+        processes, pairs = shard.global_size // shard.size, (shard.global_size + 1) // 2
+        return fake, self.model_cfg.lambda_diversity * per_pair.sum() * processes / pairs
 
     def phase_losses(self, phase, image, label, rng, shard=None):
         shard = shard or BatchShard.whole(label.shape[0], self.info.semantic_nc)

@@ -94,11 +94,15 @@ class SPADE(Method):
             out.update({"model.generator.z_dim": why, "model.generator.encoder": why, "model.lambda_kld": why})
         return out
 
+    @classmethod
+    def build_generator(cls, model_cfg: SPADEConfig, info: DatasetInfo, height: int, width: int) -> SPADEGenerator:
+        return SPADEGenerator(model_cfg.generator, info.semantic_nc, height, width)
+
     def __init__(self, model_cfg: SPADEConfig, info: DatasetInfo, height: int, width: int) -> None:
         super().__init__(model_cfg, info, height, width)
         if model_cfg.lambda_vgg > 0:
             require_vgg16("model.lambda_vgg > 0 (the VGG loss)")
-        self.set_networks(SPADEGenerator(model_cfg.generator, info.semantic_nc, height, width),
+        self.set_networks(self.build_generator(model_cfg, info, height, width),
                           MultiscaleDiscriminator(model_cfg.discriminator, info.semantic_nc + 3), model_cfg.init)
 
     def parameter_counts(self) -> dict[str, int]:

@@ -4,7 +4,8 @@ The official training script saves ``checkpoints/<name>/models/<which>_G.pth``,
 ``<which>_EMA.pth`` and ``<which>_D.pth`` (``which`` = ``latest``, ``best`` or an
 iteration), each a plain ``state_dict`` of ``OASIS_Generator`` / ``OASIS_Discriminator``
 (``models/generator.py``, ``models/discriminator.py``, ``models/norms.py``). The networks
-are the same as semsynth's (:mod:`.generator`, :mod:`.discriminator`); what differs:
+are the same as semsynth's (:mod:`semsynth.methods.oasis.generator`,
+:mod:`semsynth.methods.oasis.discriminator`); what differs:
 
 * **Key names.** SPADE's ``first_norm`` / ``mlp_shared`` / ``mlp_gamma`` / ``mlp_beta`` are
   ``norm`` / ``shared`` / ``gamma`` / ``beta`` here; the discriminator's ``body_down`` /
