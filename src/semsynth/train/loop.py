@@ -220,6 +220,58 @@ class TrainResult:
     out_dir: Path
 
 
+class _LogWindow:
+    """Loss sums since the last ``stats.jsonl`` record."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.n = 0
+        self.closed_n = 0
+        self.seconds = 0.0
+        self.t = time.time()
+
+    def add(self, logs: dict[str, float]) -> None:
+        for k, v in logs.items():
+            self.sums[k] = self.sums.get(k, 0.0) + v
+        self.n += 1
+
+    def close(self, dist: DistContext) -> dict[str, float]:
+        """The window's loss means over the global batch (all processes); starts a new window."""
+        sums = dict(zip(self.sums, dist.mean_values(list(self.sums.values()))))
+        means = {k: v / self.n for k, v in sums.items()}
+        self.closed_n, self.seconds = self.n, time.time() - self.t
+        self.sums, self.n, self.t = {}, 0, time.time()
+        return means
+
+
+class _ProgressBar:
+    """tqdm over what will stop the run: the time budget when there is one (elapsed / budget
+    in seconds, the step in the postfix), else the steps."""
+
+    def __init__(self, tc, limit_s: float, elapsed_before: float, step: int, enabled: bool) -> None:
+        from tqdm import tqdm
+
+        self.tc, self.limit_s = tc, limit_s
+        self.timed = tc.max_minutes is not None
+        self.bar = tqdm(total=int(limit_s) if self.timed else tc.max_steps,
+                        initial=int(elapsed_before) if self.timed else step, disable=not enabled,
+                        dynamic_ncols=True, unit="s" if self.timed else "step", desc="train")
+
+    def advance(self, step: int, elapsed: float) -> None:
+        if self.timed:
+            self.bar.update(min(int(elapsed), int(self.limit_s)) - self.bar.n)
+            if step % self.tc.log_every:  # log steps set the postfix with the losses
+                self.bar.set_postfix({"step": f"{step}/{self.tc.max_steps}"}, refresh=False)
+        else:
+            self.bar.update(1)
+
+    def show_losses(self, step: int, means: dict[str, float]) -> None:
+        self.bar.set_postfix({"step": f"{step}/{self.tc.max_steps}", **{k: f"{v:.3f}" for k, v in means.items()}})
+
+    def close(self) -> None:
+        self.bar.close()
+
+
 class Trainer:
     """State of one training run (method, EMA, optimizers, data, counters).
 
@@ -418,9 +470,13 @@ class Trainer:
         self._saved_step = self.step
 
     # -------------------------------------------------------------------- loop
-    def _log_window(self, sums: dict[str, float], nsum: int, elapsed: float, window_s: float) -> None:
-        self.log.window(self.step, self.images_seen, elapsed, {k: v / nsum for k, v in sums.items()}, nsum, window_s,
+    def _log_window(self, window: "_LogWindow", elapsed: float) -> dict[str, float]:
+        """Write the window's record (loss means over the global batch) and start a new
+        window; returns the means."""
+        means = window.close(self.dist)
+        self.log.window(self.step, self.images_seen, elapsed, means, window.closed_n, window.seconds,
                         self.cfg.train.batch_size, self.lr_scale if self.cfg.train.lr_decay_start is not None else None)
+        return means
 
     def _check_finite(self, phase: str, losses: dict) -> None:
         """Raise :class:`TrainingDiverged` if the phase's total loss is NaN or infinite — in
@@ -489,105 +545,111 @@ class Trainer:
                     self.lock.release()
 
     def _train(self, cfg: Config, tc) -> TrainResult:
-        from tqdm import tqdm
-
-        ctx = self.dist
-        local_b = tc.batch_size // ctx.world_size
-        loader = DataLoader(
-            _EpochIndexed(self.train_set),
-            batch_sampler=self.batches,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=self.device.type == "cuda",
-            prefetch_factor=4 if self.num_workers > 0 else None,
-        )
+        """The loop: per step, agree on stopping, set the learning rate, one optimisation
+        step of every phase, EMA, then logs, grids, evaluation and checkpoints when due."""
         t0 = time.time()
         limit_s = math.inf if tc.max_minutes is None else tc.max_minutes * 60.0
-        sums: dict[str, float] = {}
-        nsum = 0
-        t_log = time.time()
-        # The bar counts what will stop the run: the time budget when there is one (elapsed /
-        # budget in seconds, the step in the postfix), else the steps.
-        timed = tc.max_minutes is not None
-        bar = tqdm(total=int(limit_s) if timed else tc.max_steps,
-                   initial=int(self.elapsed_before) if timed else self.step,
-                   disable=not self.progress, dynamic_ncols=True, unit="s" if timed else "step", desc="train")
+        window = _LogWindow()
+        bar = self._progress_bar(limit_s)
+        batches = iter(self._loader())
         stop_reason = "max_steps"
-        decay = tc.lr_decay_start is not None
-        spe = max(1, len(self.train_set) // tc.batch_size) if tc.lr_decay_unit == "epoch" else 1
-        it = iter(loader)
-        reduce_sum = ctx.reduce_sum if ctx.distributed else None
-        # All processes must stop at the same step: the reasons are agreed on (max over ranks).
-        reasons = ("", "max_minutes", "SIGINT", "SIGTERM")
         try:
             while self.step < tc.max_steps:
-                code = (reasons.index(signal.Signals(self._signal).name) if self._signal is not None
-                        else 1 if self.elapsed_before + time.time() - t0 >= limit_s else 0)
-                code = ctx.any(code)
-                if code:
-                    stop_reason = reasons[code]
+                stop_reason = self._stop_reason(self.elapsed_before + time.time() - t0, limit_s)
+                if stop_reason:
                     break
-                if decay:
-                    self.lr_scale = lr_scale(self.step, tc.lr_decay_start, tc.lr_decay_end, spe)
-                    for p, opt in self.optimizers.items():
-                        for group in opt.param_groups:
-                            group["lr"] = self.base_lr[p] * self.lr_scale
-                image, label = next(it)
-                image = image.to(self.device, non_blocking=True)
-                if tc.channels_last:
-                    image = image.contiguous(memory_format=torch.channels_last)
-                label = label.to(self.device, non_blocking=True)
-                shard = (BatchShard(ctx.rank * local_b, local_b, tc.batch_size, self.info.semantic_nc, reduce_sum)
-                         if ctx.distributed else None)
-                losses = train_step(self.method, self.optimizers, image, label, self.train_rng, shard=shard,
-                                    phase_modules=self._phase_modules, check=self._check_finite)
-                logs = {k: float(v) for k, v in losses.items()}
-                self.step += 1
-                self.images_seen += tc.batch_size
-                ctx.broadcast_buffers(self.method.generator)  # per-process BatchNorm statistics → rank 0's
-                update_ema(self.ema, self.method.generator, ema_beta(tc.ema, tc.batch_size, self.images_seen))
-                for k, v in logs.items():
-                    sums[k] = sums.get(k, 0.0) + v
-                nsum += 1
+                self._set_learning_rates()
+                window.add(self._step(*next(batches)))
                 if self.step_callback is not None:
                     self.step_callback(self)
                 elapsed = self.elapsed_before + time.time() - t0
-                if timed:
-                    bar.update(min(int(elapsed), int(limit_s)) - bar.n)
-                    if self.step % tc.log_every:  # log steps set the postfix with the losses below
-                        bar.set_postfix({"step": f"{self.step}/{tc.max_steps}"}, refresh=False)
-                else:
-                    bar.update(1)
+                bar.advance(self.step, elapsed)
                 if self.step % tc.log_every == 0 or self.step == tc.max_steps:
-                    sums = dict(zip(sums, ctx.mean_values(list(sums.values()))))  # the global batch's
-                    self._log_window(sums, nsum, elapsed, time.time() - t_log)
-                    bar.set_postfix({"step": f"{self.step}/{tc.max_steps}", **{k: f"{v / nsum:.3f}" for k, v in sums.items()}})
-                    sums, nsum, t_log = {}, 0, time.time()
-                stopping = self._signal is not None  # a scheduler's grace period is short: checkpoint only
-                grid_now = self.step % tc.sample_every == 0 and not stopping
-                eval_now = (self.evaluator is not None and cfg.eval.every > 0 and self.step % cfg.eval.every == 0
-                            and not stopping)
-                if (grid_now or eval_now) and self.main:
-                    self.refresh_ema_batchnorm()
-                if grid_now:
-                    self.write_grid()
-                if eval_now:
-                    self._evaluate(elapsed)
-                periodic = self.step % tc.checkpoint_every == 0
-                if periodic or self.step % tc.latest_every == 0:
-                    self.save(elapsed, periodic)
+                    bar.show_losses(self.step, self._log_window(window, elapsed))
+                self._periodic(elapsed)
+            stop_reason = stop_reason or "max_steps"
         except DataError as exc:  # a file changed or broke after the data check (batch, BN refresh, grid)
             raise self._data_failure(exc, self.elapsed_before + time.time() - t0) from None
         finally:
             bar.close()
         elapsed = self.elapsed_before + time.time() - t0
-        if nsum:  # the steps since the last log line (a run stopped by max_minutes)
-            sums = dict(zip(sums, ctx.mean_values(list(sums.values()))))
-            self._log_window(sums, nsum, elapsed, time.time() - t_log)
+        if window.n:  # the steps since the last log line (a run stopped by max_minutes)
+            self._log_window(window, elapsed)
         self.save(elapsed, periodic=False)
         if self.step % tc.sample_every != 0 and self._signal is None:
             self.write_grid()
         return TrainResult(self.step, self.images_seen, elapsed, stop_reason, self.out)
+
+    def _loader(self) -> DataLoader:
+        """Batches of this process from the current step on (:class:`StepBatchSampler`)."""
+        return DataLoader(_EpochIndexed(self.train_set), batch_sampler=self.batches, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=self.device.type == "cuda",
+                          prefetch_factor=4 if self.num_workers > 0 else None)
+
+    def _progress_bar(self, limit_s: float) -> "_ProgressBar":
+        return _ProgressBar(self.cfg.train, limit_s, self.elapsed_before, self.step, self.progress)
+
+    #: stop reasons agreed on by all processes (the largest code wins)
+    _STOP_REASONS = ("", "max_minutes", "SIGINT", "SIGTERM")
+
+    def _stop_reason(self, elapsed: float, limit_s: float) -> str:
+        """``""`` to go on, else why to stop now — the same in every process (a signal
+        wins over the time budget)."""
+        code = (self._STOP_REASONS.index(signal.Signals(self._signal).name) if self._signal is not None
+                else 1 if elapsed >= limit_s else 0)
+        return self._STOP_REASONS[self.dist.any(code)]
+
+    def _set_learning_rates(self) -> None:
+        """The decayed learning rate of this step (``train.lr_decay_*``; no-op without)."""
+        tc = self.cfg.train
+        if tc.lr_decay_start is None:
+            return
+        spe = max(1, len(self.train_set) // tc.batch_size) if tc.lr_decay_unit == "epoch" else 1
+        self.lr_scale = lr_scale(self.step, tc.lr_decay_start, tc.lr_decay_end, spe)
+        for p, opt in self.optimizers.items():
+            for group in opt.param_groups:
+                group["lr"] = self.base_lr[p] * self.lr_scale
+
+    def _step(self, image: torch.Tensor, label: torch.Tensor) -> dict[str, float]:
+        """One optimisation step on this process's batch, then the EMA update.
+
+        Returns:
+            The step's loss values (this process's).
+        """
+        tc, ctx = self.cfg.train, self.dist
+        image = image.to(self.device, non_blocking=True)
+        if tc.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        label = label.to(self.device, non_blocking=True)
+        local_b = tc.batch_size // ctx.world_size
+        shard = (BatchShard(ctx.rank * local_b, local_b, tc.batch_size, self.info.semantic_nc, ctx.reduce_sum)
+                 if ctx.distributed else None)
+        losses = train_step(self.method, self.optimizers, image, label, self.train_rng, shard=shard,
+                            phase_modules=self._phase_modules, check=self._check_finite)
+        logs = {k: float(v) for k, v in losses.items()}
+        self.step += 1
+        self.images_seen += tc.batch_size
+        ctx.broadcast_buffers(self.method.generator)  # per-process BatchNorm statistics → rank 0's
+        update_ema(self.ema, self.method.generator, ema_beta(tc.ema, tc.batch_size, self.images_seen))
+        return logs
+
+    def _periodic(self, elapsed: float) -> None:
+        """Grids, evaluation and checkpoints that are due after this step (after a signal:
+        the checkpoint only — a scheduler's grace period is short)."""
+        tc = self.cfg.train
+        stopping = self._signal is not None
+        grid_now = self.step % tc.sample_every == 0 and not stopping
+        eval_now = (self.evaluator is not None and self.cfg.eval.every > 0
+                    and self.step % self.cfg.eval.every == 0 and not stopping)
+        if (grid_now or eval_now) and self.main:
+            self.refresh_ema_batchnorm()
+        if grid_now:
+            self.write_grid()
+        if eval_now:
+            self._evaluate(elapsed)
+        periodic = self.step % tc.checkpoint_every == 0
+        if periodic or self.step % tc.latest_every == 0:
+            self.save(elapsed, periodic)
 
     def _data_failure(self, exc: DataError, elapsed: float) -> DataError:
         """The error that stops a run when a training file cannot be read (its name is in
