@@ -431,6 +431,7 @@ def test_beyond_the_queue_a_request_is_refused_with_a_retry_time(editor):
     port = _free_port()
     demo = launch(build_app(editor, queue_size=1), "127.0.0.1", port, block=False)
     n = HANDLER_THREADS + 8
+    SLACK = 3  # the queue place, and up to 2 requests Gradio admits beyond its handlers
     try:
         url = f"http://127.0.0.1:{port}/"
         clients = [Client(url, verbose=False) for _ in range(n)]
@@ -439,14 +440,15 @@ def test_beyond_the_queue_a_request_is_refused_with_a_retry_time(editor):
                 futs = [ex.submit(c.predict, handle_file(str(LABEL)), i, 1, api_name="/generate_label")
                         for i, c in enumerate(clients)]
                 end = time.time() + 120
-                while sum(f.done() for f in futs) < n - HANDLER_THREADS - 1 and time.time() < end:
+                while sum(f.done() for f in futs) < n - HANDLER_THREADS - SLACK and time.time() < end:
                     time.sleep(0.1)
             wait(futs, timeout=120)
         refused = [str(f.exception()) for f in futs if f.exception() is not None]
         served = [f.result() for f in futs if f.exception() is None]
         # how many Gradio has moved into handlers when the next request arrives is its timing
-        # (10-16 seen); everything else beyond the one queue place is refused at once
-        assert len(refused) >= n - HANDLER_THREADS - 1 and len(served) >= 2 and len(refused) + len(served) == n
+        # (10-16 seen; with Gradio 6.31 up to 18 are admitted: SLACK); everything else beyond
+        # the one queue place is refused at once
+        assert len(refused) >= n - HANDLER_THREADS - SLACK and len(served) >= 2 and len(refused) + len(served) == n
         assert all(re.search(r"The server is busy: \d+ requests are waiting .* Please retry in \d+ s", m)
                    for m in refused), refused
         assert len(clients[0].predict(handle_file(str(LABEL)), 0, 1, api_name="/generate_label")) == 1
