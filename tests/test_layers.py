@@ -19,8 +19,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 SRC = Path(__file__).resolve().parents[1] / "src" / "semsynth"
 LAYERS = {
     "types": 0, "fileio": 0, "registry": 0, "labels": 0, "noise": 0, "batch_shard": 0, "config": 0, "imageio": 0,
@@ -72,8 +70,7 @@ def test_sampling_serving_and_evaluation_never_import_train():
 
 def test_ruff_lint_and_import_order():
     ruff = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
-    if not Path(ruff).exists():
-        pytest.skip("ruff is not installed (pip install -e '.[dev]')")
+    assert Path(ruff).exists(), "ruff is not installed: it is in the dev extra (pip install -e '.[dev]')"
     root = SRC.parents[1]
     res = subprocess.run([ruff, "check", "src", "tests", "benchmarks", "docs"], cwd=root, capture_output=True,
                          text=True)
