@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -101,6 +102,34 @@ def test_sigkill_then_resume_is_bit_identical_and_leaves_no_temp_file(kind, refe
     acc = EventAccumulator(str(out), size_guidance={"scalars": 0})
     acc.Reload()
     assert [e.step for e in acc.Scalars("loss/G_adv")] == steps
+
+
+def test_a_resume_in_the_same_second_purges_the_killed_runs_later_steps(tmp_path):
+    """TensorBoard reads event files in name order (second, host, pid): a resume that opens its
+    file in the killed run's second, with a pid that sorts first, must still be read last, or
+    the killed run's steps after the resumed one come back."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from torch.utils.tensorboard import SummaryWriter
+
+    from semsynth.train.runlog import RunLog
+
+    killed = SummaryWriter(log_dir=str(tmp_path), filename_suffix="")
+    for step in (2, 4):
+        killed.add_scalar("loss/G_adv", 1.0, step)
+    killed.close()
+    (old,) = tmp_path.glob("events.out.tfevents.*")
+    second = int(time.time())  # the killed run's file: this second, a pid that sorts last
+    name = f"events.out.tfevents.{second}.{socket.gethostname()}.99999999"
+    old.rename(tmp_path / name)
+    log = RunLog(tmp_path)
+    log.open(step=2, tensorboard=True)
+    log.tb("add_scalar", "loss/G_adv", 2.0, 4)
+    log._tb.close()
+    names = sorted(f.name for f in tmp_path.glob("events.out.tfevents.*"))
+    assert names[0] == name and len(names) == 2
+    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("loss/G_adv")] == [(2, 1.0), (4, 2.0)]
 
 
 def test_corrupt_latest_is_named_and_last_good_resume_is_explicit(reference, tmp_path, capsys):

@@ -8,7 +8,9 @@ a last-good checkpoint) are dropped, so that no step is logged twice.
 from __future__ import annotations
 
 import json
+import re
 import sys
+import time
 from pathlib import Path
 
 from semsynth.fileio import atomic_write_bytes
@@ -43,7 +45,18 @@ class RunLog:
             print("note: the tensorboard package is not installed: no TensorBoard logs "
                   "(pip install tensorboard, or set train.tensorboard=false)", file=sys.stderr)
             return
+        self._wait_for_a_later_second()
         self._tb = SummaryWriter(log_dir=str(self.out), purge_step=step + 1 if step > 0 else None)
+
+    def _wait_for_a_later_second(self) -> None:
+        """TensorBoard reads event files in name order, and a name starts with the whole second
+        it was opened in, then host and pid. A resume opened in the same second as the killed
+        run's file could sort before it, and its purge of the killed run's later steps would
+        then be read first and undone; so wait (at most 1 s) until the second is a later one."""
+        latest = max((int(m.group(1)) for f in self.out.glob("events.out.tfevents.*")
+                      if (m := re.match(r"events\.out\.tfevents\.(\d+)\.", f.name))), default=None)
+        while latest is not None and latest - 1 <= int(time.time()) <= latest:  # not for a clock far off
+            time.sleep(0.05)
 
     def _trim(self, step: int) -> None:
         path = self.out / "stats.jsonl"

@@ -91,7 +91,8 @@ def build_app(editor: LabelEditor, queue_size: int = QUEUE_SIZE, cache_seconds: 
 
     Args:
         editor: the checkpoint's editor.
-        queue_size: requests waiting at most; one more is refused with the number waiting
+        queue_size: requests waiting at most (a few more when they arrive together); beyond
+            it one is refused with the number waiting
             and a retry time.
         cache_seconds: result files (Gradio's cache and the editor's) are deleted after
             this many seconds.
@@ -214,7 +215,9 @@ def build_app(editor: LabelEditor, queue_size: int = QUEUE_SIZE, cache_seconds: 
     method = getattr(getattr(editor.sampler, "config", None), "method", "?")
     def busy(*_inputs):
         """Validator run before a Generate request is queued: refuse it, with a retry time,
-        when ``queue_size`` requests are already waiting."""
+        when ``queue_size`` requests are already waiting. Requests that arrive together may all
+        pass before any is queued, so the bound can be exceeded by a few (a check-then-queue
+        race inside Gradio; a counter of our own could leak places on disconnects)."""
         waiting = len(demo._queue) if getattr(demo, "_queue", None) is not None else 0
         ok = gr.validate(True, "")
         if waiting < queue_size:
