@@ -41,8 +41,8 @@ def class_masked_distance(fake: torch.Tensor, real: torch.Tensor, masks: torch.T
             or masks.shape[0] != real.shape[0]:
         raise ValueError(f"class_masked_distance: shapes disagree: fake {tuple(fake.shape)}, real "
                          f"{tuple(real.shape)}, masks {tuple(masks.shape)}")
-    dist = (fake - real[:, None]).abs().mean(2)                     # (B, k, h, w)
-    return torch.einsum("bkhw,bchw->bkc", dist, masks) / (dist.shape[-2] * dist.shape[-1])
+    dist = (fake.float() - real[:, None].float()).abs().mean(2)                    # (B, k, h, w)
+    return torch.einsum("bkhw,bchw->bkc", dist, masks.float()) / (dist.shape[-2] * dist.shape[-1])
 
 
 def min_over_outputs(per_class: torch.Tensor, mean_weight: float = 0.001) -> torch.Tensor:

@@ -63,6 +63,7 @@ def diversity_sensitive_loss(fake1: torch.Tensor, fake2: torch.Tensor, z1: torch
                          f"{tuple(fake2.shape)}, noise {tuple(z1.shape)}, {tuple(z2.shape)}")
     if tau <= 0:
         raise ValueError(f"diversity_sensitive_loss: tau {tau} must be > 0")
+    fake1, fake2 = fake1.float(), fake2.float()
     if distance == "structure":
         fake1, fake2 = structure(fake1), structure(fake2)
     d_img = (fake1 - fake2).abs().flatten(1).mean(1)

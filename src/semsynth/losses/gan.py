@@ -33,7 +33,7 @@ Outputs = Sequence[Sequence[torch.Tensor]]
 def _scores(outputs: Outputs) -> list[torch.Tensor]:
     if len(outputs) == 0:
         raise ValueError("discriminator output has no scale")
-    return [scale[-1] for scale in outputs]
+    return [scale[-1].float() for scale in outputs]  # fp32 under autocast (train.precision)
 
 
 def hinge_d_loss(real: Outputs, fake: Outputs) -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,7 +92,7 @@ def layer_l1_sum(fake: Sequence[torch.Tensor], real: Sequence[torch.Tensor]) -> 
     """
     if len(fake) != len(real) or not fake:
         raise ValueError(f"feature matching: {len(fake)} fake layers vs {len(real)} real (need equal, ≥ 1)")
-    return torch.stack([F.l1_loss(f, r.detach()) for f, r in zip(fake, real)]).sum()
+    return torch.stack([F.l1_loss(f.float(), r.detach().float()) for f, r in zip(fake, real)]).sum()
 
 
 def _split(outputs: Outputs, n: int) -> tuple[list[list[torch.Tensor]], list[list[torch.Tensor]]]:

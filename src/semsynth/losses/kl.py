@@ -27,6 +27,7 @@ def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, shard=None) -> torch.T
     """
     if mu.shape != logvar.shape:
         raise ValueError(f"kl_divergence: mu {tuple(mu.shape)} vs logvar {tuple(logvar.shape)}")
+    mu, logvar = mu.float(), logvar.float()
     kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp())
     if shard is not None and shard.size != shard.global_size:
         kl = kl * (shard.global_size / shard.size)

@@ -88,6 +88,7 @@ def n1_cross_entropy(logits: torch.Tensor, label: torch.Tensor, for_real: bool,
         Scalar: mean over this process's ``B·H·W`` pixels (the mean of the processes'
         values, which data-parallel gradient averaging takes, is the global batch's mean).
     """
+    logits = logits.float()  # fp32 softmax and weights under autocast (train.precision: bf16)
     target = label + 1 if for_real else torch.zeros_like(label)
     if valid is not None and for_real:
         target = torch.where(valid, target, torch.zeros_like(target))  # any id: weight 0 there
@@ -152,5 +153,5 @@ def labelmix_loss(d_mixed: torch.Tensor, d_real: torch.Tensor, d_fake: torch.Ten
     Returns:
         Scalar mean squared difference over all elements.
     """
-    target = mask * d_real + (1 - mask) * d_fake
-    return F.mse_loss(d_mixed, target)
+    target = mask * d_real.float() + (1 - mask) * d_fake.float()
+    return F.mse_loss(d_mixed.float(), target)

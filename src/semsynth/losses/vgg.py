@@ -53,5 +53,5 @@ def vgg_loss(fake: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
     feats = vgg(torch.cat([fake, real.detach()]).float(), VGG_LAYERS)
     total = fake.new_zeros((), dtype=torch.float32)
     for w, f in zip(VGG_WEIGHTS, feats):
-        total = total + w * F.l1_loss(f[:n], f[n:].detach())
+        total = total + w * F.l1_loss(f[:n].float(), f[n:].detach().float())
     return total

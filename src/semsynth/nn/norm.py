@@ -11,8 +11,8 @@ multi-scale PatchGAN discriminator (``norm_D``) and SPADE's image encoder (``nor
 from __future__ import annotations
 
 import torch.nn as nn
-from torch.nn.utils.parametrizations import spectral_norm
 
+from semsynth.nn.spectral import spectral_norm
 from semsynth.types import ConfigError
 
 __all__ = ["CONV_NORMS", "normed_conv"]

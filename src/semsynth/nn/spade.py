@@ -12,14 +12,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.utils.parametrizations import spectral_norm
 
 from semsynth.nn.resize import resize_nearest
-
-
-def maybe_spectral_norm(module: nn.Module, enabled: bool) -> nn.Module:
-    """Wrap ``module``'s ``weight`` in spectral normalisation (Miyato et al., 2018) if enabled."""
-    return spectral_norm(module) if enabled else module
+from semsynth.nn.spectral import maybe_spectral_norm
 
 
 class SPADE(nn.Module):

@@ -43,7 +43,7 @@ from semsynth.data import build_dataset, dataset_info
 from semsynth.data.cache import resolve_num_workers
 from semsynth.data.transforms import transform_from_config
 from semsynth.labels import one_hot
-from semsynth.model.build import build_method, configure_backends
+from semsynth.model.build import build_method, compile_networks, configure_backends
 from semsynth.model.checkpoint import (
     TrainingState,
     capture_rng,
@@ -67,20 +67,26 @@ class TrainingDiverged(SemsynthError):
 
 def make_optimizers(method, train_cfg) -> dict[str, torch.optim.Adam]:
     """One Adam optimizer per phase of ``method`` over ``method.phase_parameters(phase)``, at
-    ``method.phase_lr(phase, train_cfg)`` with ``train_cfg.betas`` (the papers' settings).
+    ``method.phase_lr(phase, train_cfg)`` with ``train_cfg.betas`` (the papers' settings);
+    PyTorch's fused implementation when the parameters are on a CUDA device (build the
+    optimizers after moving the method there).
     The one place optimizers are built: the Trainer, ``benchmarks/`` and the tests.
 
     Returns:
         ``{phase: Adam}`` (empty for a method without phases).
     """
     betas = tuple(float(b) for b in train_cfg.betas)
-    return {p: torch.optim.Adam(method.phase_parameters(p), lr=method.phase_lr(p, train_cfg), betas=betas)
-            for p in method.phases}
+    out = {}
+    for p in method.phases:
+        params = list(method.phase_parameters(p))
+        fused = bool(params) and all(q.is_cuda for q in params)  # one kernel for all tensors (CUDA)
+        out[p] = torch.optim.Adam(params, lr=method.phase_lr(p, train_cfg), betas=betas, fused=fused or None)
+    return out
 
 
 def train_step(method, optimizers: dict, image: torch.Tensor, label: torch.Tensor, rng: torch.Generator, *,
                shard: BatchShard | None = None, phase_modules: dict | None = None,
-               check: Callable | None = None) -> dict[str, torch.Tensor]:
+               check: Callable | None = None, precision: str = "fp32") -> dict[str, torch.Tensor]:
     """One optimisation step of ``method``: its phases in order (e.g. G then D).
 
     For each phase only that phase's parameters require gradients (the network held fixed
@@ -100,6 +106,9 @@ def train_step(method, optimizers: dict, image: torch.Tensor, label: torch.Tenso
             ``method.phase_losses``.
         check: ``check(phase, losses)`` called before each backward (the loop raises
             :class:`TrainingDiverged` there on a non-finite loss).
+        precision: ``fp32``, or ``bf16``: each phase's losses are computed under
+            ``torch.autocast(image.device.type, torch.bfloat16)`` (``train.precision``); the
+            backward and the optimizer step run outside it, on the fp32 weights.
 
     Returns:
         ``{loss name: detached 0-d tensor}`` of every phase, ``total`` left out (no host
@@ -114,12 +123,13 @@ def train_step(method, optimizers: dict, image: torch.Tensor, label: torch.Tenso
             p.requires_grad_(True)
         opt = optimizers[phase]
         opt.zero_grad(set_to_none=True)
-        if phase_modules is not None:  # DDP: the backward averages the gradients over processes
-            losses = phase_modules[phase](image, label, rng, shard)
-        elif shard is None:
-            losses = method.phase_losses(phase, image, label, rng)
-        else:
-            losses = method.phase_losses(phase, image, label, rng, shard)
+        with torch.autocast(image.device.type, torch.bfloat16, enabled=precision == "bf16"):
+            if phase_modules is not None:  # DDP: the backward averages the gradients over processes
+                losses = phase_modules[phase](image, label, rng, shard)
+            elif shard is None:
+                losses = method.phase_losses(phase, image, label, rng)
+            else:
+                losses = method.phase_losses(phase, image, label, rng, shard)
         if check is not None:
             check(phase, losses)
         losses["total"].backward()
@@ -366,6 +376,8 @@ class Trainer:
             self.step, self.images_seen = int(ckpt.step), int(ckpt.images_seen)
             self.elapsed_before, self.best = float(ckpt.elapsed_seconds), dict(ckpt.best)
             restore_rng(ckpt.rng, self.train_rng)
+        if cfg.train.compile:  # after the EMA copy and the checkpoint's weights, before DDP
+            compile_networks(self.method)
         self._phase_modules = wrap_phases(self.method, self.dist) if self.dist.distributed else None
 
     def _prepare_data(self, data_check: bool) -> None:
@@ -625,7 +637,8 @@ class Trainer:
         shard = (BatchShard(ctx.rank * local_b, local_b, tc.batch_size, self.info.semantic_nc, ctx.reduce_sum)
                  if ctx.distributed else None)
         losses = train_step(self.method, self.optimizers, image, label, self.train_rng, shard=shard,
-                            phase_modules=self._phase_modules, check=self._check_finite)
+                            phase_modules=self._phase_modules, check=self._check_finite,
+                            precision=tc.precision)
         logs = {k: float(v) for k, v in losses.items()}
         self.step += 1
         self.images_seen += tc.batch_size

@@ -41,12 +41,12 @@ from typing import Sequence
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from torch.nn.utils.parametrizations import spectral_norm
 
 from semsynth.methods.base import Generator
 from semsynth.nn.resize import resize_nearest
 from semsynth.nn.sizes import check_label_input, size_chain, upsampling_stages
-from semsynth.nn.spade import SPADE, maybe_spectral_norm
+from semsynth.nn.spade import SPADE
+from semsynth.nn.spectral import maybe_spectral_norm, spectral_norm
 
 __all__ = ["CCFPSEGeneratorConfig", "CCFPSEGenerator", "ConditionalConvBlock", "LabelPyramid",
            "conditional_depthwise_conv"]

@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from semsynth.nn.resize import upsample2x
-from semsynth.nn.spade import maybe_spectral_norm
+from semsynth.nn.spectral import maybe_spectral_norm
 from semsynth.types import ConfigError
 
 

@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from semsynth.nn.efficientnet_lite import LITE0_STAGE_CHANNELS, EfficientNetLite0, load_lite0, preprocess_lite0
-from semsynth.nn.spade import maybe_spectral_norm
+from semsynth.nn.spectral import maybe_spectral_norm
 from semsynth.types import ConfigError
 
 __all__ = ["PretrainedDConfig", "PretrainedUNetDiscriminator", "BACKBONES"]
@@ -182,6 +182,7 @@ class PretrainedUNetDiscriminator(nn.Module):
         first = not bool(self.stats_ready)
         m = 1.0 if first else self.cfg.stats_momentum
         for i, f in enumerate(feats):
+            f = f.float()  # fp32 statistics under autocast (train.precision: bf16)
             mean = f.mean(dim=(0, 2, 3))
             std = f.std(dim=(0, 2, 3)).clamp(min=1e-3)
             getattr(self, f"feat_mean{i}").lerp_(mean, m)

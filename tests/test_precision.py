@@ -1,0 +1,140 @@
+"""train.precision (bf16 autocast), train.compile and the fused optimizer: their code paths on
+the CPU (the speed is measured on GPUs: benchmarks/official_oasis_gpu.py, docs/results.md)."""
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+
+from semsynth.config import load_config
+from semsynth.data import dataset_info
+from semsynth.losses.gan import hinge_d_loss
+from semsynth.losses.n1 import labelmix_loss, n1_cross_entropy
+from semsynth.model.build import build_method, compile_networks
+from semsynth.nn.spectral import spectral_norm
+from semsynth.train.ema import make_ema, update_ema
+from semsynth.train.loop import make_optimizers, train_step
+from semsynth.types import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _setup(tiny_config, name, *sets):
+    cfg = (load_config(ROOT / "configs" / "oasis" / "tiny_pretrained_d.yaml", sets) if name == "oasis_pretrained_d"
+           else tiny_config(name, *sets))
+    info = dataset_info(cfg.data)
+    torch.manual_seed(0)
+    method = build_method(cfg, info)
+    h, w = cfg.data.height, cfg.data.width
+    g = torch.Generator().manual_seed(1)
+    label = torch.randint(0, info.semantic_nc, (2, h // 8, w // 8), generator=g)
+    label = label.repeat_interleave(8, 1).repeat_interleave(8, 2)[:, :h, :w].contiguous()
+    image = torch.rand(2, 3, h, w, generator=g) * 2 - 1
+    return cfg, method, image, label
+
+
+def _steps(cfg, method, image, label, n=3, **kw):
+    opts = make_optimizers(method, cfg.train)
+    ema = make_ema(method.generator)
+    rng = torch.Generator().manual_seed(0)
+    logs = []
+    for _ in range(n):
+        logs.append({k: float(v) for k, v in train_step(method, opts, image, label, rng, **kw).items()})
+        update_ema(ema, method.generator, 0.9)
+    return logs, ema
+
+
+@pytest.mark.parametrize("name", ["oasis", "oasis_pretrained_d", "spade"])
+def test_bf16_steps_are_finite_close_to_fp32_and_keep_fp32_state(tiny_config, name):
+    cfg, method, image, label = _setup(tiny_config, name)
+    ref, _ = _steps(cfg, copy.deepcopy(method), image, label)
+    logs, ema = _steps(cfg, method, image, label, precision="bf16")
+    for a, b in zip(ref, logs):
+        assert a.keys() == b.keys()
+        for k in a:  # bf16 has 8 significant bits: ~1 % per op, a few % after three steps;
+            # LabelMix is a mean square of differences of logits: their rounding noise adds to it
+            tol = 0.1 if k == "D_labelmix" else 0.02
+            assert b[k] == pytest.approx(a[k], rel=0.1, abs=tol), (k, a[k], b[k])
+    # weights, spectral norm's u/v, BatchNorm statistics, Adam's moments and the EMA: fp32
+    for module in (method, ema):
+        for n, t in list(module.named_parameters()) + list(module.named_buffers()):
+            assert t.dtype in (torch.float32, torch.int64, torch.bool), (n, t.dtype)
+    assert any(n.endswith("._u") for n, _ in method.named_buffers())  # spectral norm is in the test
+
+
+def test_spectral_norm_power_iteration_stays_fp32_under_autocast(monkeypatch):
+    from torch.nn.utils.parametrizations import _SpectralNorm
+
+    autocast_in_power_step = []
+    real_power = _SpectralNorm._power_method
+
+    def spy(self, *a, **k):
+        autocast_in_power_step.append(torch.is_autocast_enabled("cpu"))
+        return real_power(self, *a, **k)
+
+    monkeypatch.setattr(_SpectralNorm, "_power_method", spy)
+    torch.manual_seed(0)
+    conv = spectral_norm(torch.nn.Conv2d(64, 64, 3))
+    plain = torch.nn.utils.parametrizations.spectral_norm(torch.nn.Conv2d(64, 64, 3))
+    plain.load_state_dict(conv.state_dict())
+    ref = copy.deepcopy(conv)
+    with torch.autocast("cpu", torch.bfloat16):  # CUDA's autocast puts mv, the power step, in bf16
+        w = conv.weight
+        plain.weight
+    assert autocast_in_power_step[-2:] == [False, True]  # ours off, PyTorch's own on
+    w_ref = ref.weight
+    assert w.dtype == torch.float32 and torch.equal(w, w_ref)  # the same σ and u, v as without autocast
+    assert torch.equal(conv.parametrizations.weight[0]._u, ref.parametrizations.weight[0]._u)
+    assert list(conv.state_dict()) == list(plain.state_dict())  # checkpoints unchanged
+
+
+def test_losses_compute_in_fp32_from_bf16_inputs():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 5, 8, 8, generator=g).bfloat16()
+    label = torch.randint(0, 4, (2, 8, 8), generator=g)
+    with torch.autocast("cpu", torch.bfloat16):
+        ce = n1_cross_entropy(logits, label, True, None)
+        lm = labelmix_loss(logits, logits * 0.5, logits * 0.25, (label[:, None] % 2).float())
+        r, f = hinge_d_loss([[logits]], [[-logits]])
+    f32 = logits.float()
+    assert ce.dtype == lm.dtype == r.dtype == torch.float32
+    assert torch.equal(ce, n1_cross_entropy(f32, label, True, None))
+    assert torch.equal(lm, labelmix_loss(f32, f32 * 0.5, f32 * 0.25, (label[:, None] % 2).float()))
+    assert torch.equal(r, hinge_d_loss([[f32]], [[-f32]])[0])
+
+
+def test_compiled_networks_give_the_eager_losses_and_the_same_state_dict(tiny_config):
+    cfg, method, image, label = _setup(tiny_config, "oasis")
+    ref, _ = _steps(cfg, copy.deepcopy(method), image, label, n=2)
+    keys = list(method.state_dict())
+    assert compile_networks(method, backend="eager") == ["generator", "discriminator"]
+    logs, _ = _steps(cfg, method, image, label, n=2)
+    assert logs == ref
+    assert list(method.state_dict()) == keys
+
+
+def test_the_trainer_compiles_after_the_ema_copy(tiny_config, tmp_path, monkeypatch):
+    import semsynth.train.loop as loop
+
+    seen = {}
+
+    def eager_compile(method):  # the loop's call, with a backend that compiles in seconds
+        seen["names"] = compile_networks(method, backend="eager")
+        return seen["names"]
+
+    monkeypatch.setattr(loop, "compile_networks", eager_compile)
+    cfg = tiny_config("oasis", "train.compile=true", "train.max_steps=2", "train.tensorboard=false")
+    trainer = loop.Trainer(cfg, tmp_path / "run", progress=False)
+    assert seen["names"] == ["generator", "discriminator"]
+    assert getattr(trainer.method.generator, "_compiled_call_impl", None) is not None
+    assert getattr(trainer.ema, "_compiled_call_impl", None) is None  # sampling stays eager
+    assert trainer.run().step == 2
+
+
+def test_precision_is_checked_and_adam_is_fused_only_on_cuda(tiny_config):
+    with pytest.raises(ConfigError, match="train.precision must be one of"):
+        tiny_config("oasis", "train.precision=fp16")
+    cfg, method, _, _ = _setup(tiny_config, "oasis")
+    for opt in make_optimizers(method, cfg.train).values():
+        assert not opt.defaults["fused"]
