@@ -5,7 +5,7 @@ Usage:
                                   [--warmup N] [--peak-tflops T] [--set k=v ...]
 
 Runs the training loop's own step (``semsynth.train.loop.train_step`` + ``update_ema``,
-channels-last as ``train.channels_last`` says) on random blocky label maps of the config's
+channels-last, ``train.precision`` and ``train.compile`` as the config says) on random blocky label maps of the config's
 size (compute only, no I/O) and prints one JSON line: seconds per step, images/s, the FLOPs
 of one step (forward + backward of every convolution and matmul, counted once with
 ``torch.utils.flop_counter.FlopCounterMode``) and the achieved TFLOP/s. On a GPU whose peak
@@ -21,7 +21,7 @@ import torch
 
 from semsynth.config import load_config
 from semsynth.data import dataset_info
-from semsynth.model.build import build_method, configure_backends, select_device
+from semsynth.model.build import build_method, compile_networks, configure_backends, select_device
 from semsynth.train.ema import make_ema, update_ema
 from semsynth.train.loop import make_optimizers, train_step
 
@@ -71,6 +71,8 @@ def main() -> None:
     fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     method.to(memory_format=fmt)
     ema = make_ema(method.generator)
+    if cfg.train.compile:
+        compile_networks(method)
     opts = make_optimizers(method, cfg.train)
     rng = torch.Generator().manual_seed(0)
     h, w = cfg.data.height, cfg.data.width
@@ -79,7 +81,7 @@ def main() -> None:
     image = (torch.rand(b, 3, h, w, device=dev) * 2 - 1).contiguous(memory_format=fmt)
 
     def step():
-        train_step(method, opts, image, label, rng)
+        train_step(method, opts, image, label, rng, precision=cfg.train.precision)
         update_ema(ema, method.generator, 0.999)
 
     def sync():
@@ -105,7 +107,8 @@ def main() -> None:
         peaks = (args.peak_tflops, args.peak_tflops)
     out = {"benchmark": "train_step", "config": args.config, "method": cfg.method, "device": str(dev),
            "device_name": name, "batch_size": b, "height": h, "width": w, "threads": torch.get_num_threads(),
-           "channels_last": cfg.train.channels_last, "sets": args.set,
+           "channels_last": cfg.train.channels_last, "precision": cfg.train.precision,
+           "compile": cfg.train.compile, "sets": args.set,
            "sec_per_step": round(dt / args.steps, 4), "images_per_s": round(b * args.steps / dt, 2),
            "gflop_per_step": round(flops / 1e9, 2), "achieved_tflops": round(tflops, 3),
            "parameters": method.parameter_counts()}
