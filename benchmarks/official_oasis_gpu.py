@@ -306,7 +306,8 @@ def section_data(args, batch: int, speed: dict, left) -> None:
            "--set", f"data.root={tmp / 'ADEChallengeData2016'}", "--set", f"train.batch_size={batch}",
            "--set", f"train.max_steps={steps}", "--set", "train.log_every=5", "--set", "train.sample_every=100000",
            "--set", "train.checkpoint_every=100000", "--set", "train.latest_every=100000",
-           "--set", "train.tensorboard=false", "--set", "eval.every=0", "--set", "train.device=cuda"]
+           "--set", "train.tensorboard=false", "--set", "eval.every=0", "--set", "train.device=cuda",
+           "--set", "train.precision=fp32", "--set", "train.compile=false"]  # the fp32 step of `speed`
     for x in SMOKE:
         cmd += ["--set", x]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
