@@ -21,7 +21,7 @@ import torch
 
 from semsynth.config import load_config
 from semsynth.data import dataset_info
-from semsynth.model.build import build_method, compile_networks, configure_backends, select_device
+from semsynth.model.build import build_method, compile_networks, configure_backends, resolve_precision, select_device
 from semsynth.train.ema import make_ema, update_ema
 from semsynth.train.loop import make_optimizers, train_step
 
@@ -61,6 +61,7 @@ def main() -> None:
         raise SystemExit(f"train_step.py: device {dev} asked for, but CUDA is not available on this machine")
     configure_backends(dev, cfg.train.threads)  # as the training loop
     info = dataset_info(cfg.data)
+    precision = resolve_precision(cfg.train.precision, dev)
     b = args.batch_size or cfg.train.batch_size
     torch.manual_seed(0)
     method = build_method(cfg, info).to(dev)
@@ -81,7 +82,7 @@ def main() -> None:
     image = (torch.rand(b, 3, h, w, device=dev) * 2 - 1).contiguous(memory_format=fmt)
 
     def step():
-        train_step(method, opts, image, label, rng, precision=cfg.train.precision)
+        train_step(method, opts, image, label, rng, precision=precision)
         update_ema(ema, method.generator, 0.999)
 
     def sync():
@@ -107,7 +108,7 @@ def main() -> None:
         peaks = (args.peak_tflops, args.peak_tflops)
     out = {"benchmark": "train_step", "config": args.config, "method": cfg.method, "device": str(dev),
            "device_name": name, "batch_size": b, "height": h, "width": w, "threads": torch.get_num_threads(),
-           "channels_last": cfg.train.channels_last, "precision": cfg.train.precision,
+           "channels_last": cfg.train.channels_last, "precision": precision,
            "compile": cfg.train.compile, "sets": args.set,
            "sec_per_step": round(dt / args.steps, 4), "images_per_s": round(b * args.steps / dt, 2),
            "gflop_per_step": round(flops / 1e9, 2), "achieved_tflops": round(tflops, 3),

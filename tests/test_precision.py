@@ -138,3 +138,33 @@ def test_precision_is_checked_and_adam_is_fused_only_on_cuda(tiny_config):
     cfg, method, _, _ = _setup(tiny_config, "oasis")
     for opt in make_optimizers(method, cfg.train).values():
         assert not opt.defaults["fused"]
+
+
+def test_auto_precision_is_bf16_only_where_the_device_computes_it_natively(tmp_path):
+    from semsynth.model.build import native_bf16, resolve_precision
+
+    cpu = torch.device("cpu")
+    with_bf16, without = tmp_path / "zen4", tmp_path / "old"
+    with_bf16.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni\n")
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
+    assert native_bf16(cpu, str(with_bf16)) and not native_bf16(cpu, str(without))
+    assert not native_bf16(cpu, str(tmp_path / "absent"))  # no /proc/cpuinfo (macOS, Windows): fp32
+    if not torch.cuda.is_available():
+        assert not native_bf16(torch.device("cuda"))
+        assert resolve_precision("auto", torch.device("cuda")) == "fp32"
+    assert resolve_precision("auto", cpu) == ("bf16" if native_bf16(cpu) else "fp32")
+    assert resolve_precision("fp32", cpu) == "fp32" and resolve_precision("bf16", cpu) == "bf16"
+
+
+def test_the_trainer_resolves_auto_and_train_step_refuses_it(tiny_config, tmp_path, capsys):
+    import semsynth.train.loop as loop
+    from semsynth.model.build import resolve_precision
+
+    cfg = tiny_config("oasis", "train.precision=auto", "train.max_steps=1", "train.tensorboard=false")
+    trainer = loop.Trainer(cfg, tmp_path / "run", progress=False)
+    want = resolve_precision("auto", torch.device("cpu"))
+    assert trainer.precision == want
+    assert f"train.precision auto: {want} on cpu" in capsys.readouterr().err
+    _, method, image, label = _setup(tiny_config, "oasis")
+    with pytest.raises(ValueError, match="resolve auto first"):
+        train_step(method, make_optimizers(method, cfg.train), image, label, torch.Generator(), precision="auto")

@@ -25,7 +25,7 @@ from semsynth.fileio import atomic_write_bytes
 from semsynth.types import ConfigError
 
 #: Values of ``train.precision``.
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "auto")
 
 
 @dataclass(frozen=True)
@@ -135,8 +135,10 @@ class TrainConfig:
             ``torch.autocast(bfloat16)`` (convolutions and matmuls in bf16); the losses (N+1
             cross-entropy, LabelMix, hinge, feature matching, VGG, KL), spectral norm's power
             iteration, BatchNorm statistics, the weights, Adam and the EMA stay fp32. bf16 needs
-            no loss scaling. For CUDA GPUs with bf16 tensor cores (A100, H100, ...); on a CPU
-            it runs, but slowly (10–40× on the machines measured).
+            no loss scaling. For CUDA GPUs with bf16 tensor cores (A100, H100, ...) and CPUs
+            that compute bf16 natively (AVX512-BF16, AMX); elsewhere it runs, but slowly.
+            ``auto``: bf16 where the training device computes it natively, else fp32
+            (:func:`semsynth.model.build.resolve_precision`; the run's log says which).
         compile: ``torch.compile`` the generator and discriminator in place (Inductor; the
             first steps compile for minutes, then run faster; weights and checkpoints are
             unchanged). Sampling and evaluation use the uncompiled EMA generator.

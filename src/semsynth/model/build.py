@@ -7,13 +7,16 @@ export, the official importers, the benchmarks and the tests all call :func:`bui
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 
 from semsynth.config import Config
 from semsynth.registry import get_method
 from semsynth.types import DatasetInfo
 
-__all__ = ["build_generator", "build_method", "compile_networks", "configure_backends", "select_device"]
+__all__ = ["build_generator", "build_method", "compile_networks", "configure_backends", "native_bf16",
+           "resolve_precision", "select_device"]
 
 
 def select_device(name: str) -> torch.device:
@@ -83,3 +86,26 @@ def compile_networks(method, backend: str = "inductor") -> list[str]:
             child.compile(backend=backend)
             names.append(name)
     return names
+
+
+def native_bf16(device: torch.device, cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether ``device`` computes bf16 natively: a CUDA GPU with bf16 tensor cores (compute
+    capability ≥ 8.0: A100, H100, RTX 30xx …), or a CPU whose flags (Linux ``cpuinfo``)
+    include ``avx512_bf16`` or ``amx_bf16``. Elsewhere bf16 is emulated and slow."""
+    if device.type == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+    if device.type != "cpu":
+        return False
+    try:
+        flags = next((line for line in Path(cpuinfo).read_text().splitlines() if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``train.precision`` for ``device``: ``auto`` → ``bf16`` if :func:`native_bf16`, else
+    ``fp32``; ``fp32`` and ``bf16`` as given."""
+    if precision == "auto":
+        return "bf16" if native_bf16(device) else "fp32"
+    return precision

@@ -43,7 +43,7 @@ from semsynth.data import build_dataset, dataset_info
 from semsynth.data.cache import resolve_num_workers
 from semsynth.data.transforms import transform_from_config
 from semsynth.labels import one_hot
-from semsynth.model.build import build_method, compile_networks, configure_backends
+from semsynth.model.build import build_method, compile_networks, configure_backends, resolve_precision
 from semsynth.model.checkpoint import (
     TrainingState,
     capture_rng,
@@ -110,10 +110,16 @@ def train_step(method, optimizers: dict, image: torch.Tensor, label: torch.Tenso
             ``torch.autocast(image.device.type, torch.bfloat16)`` (``train.precision``); the
             backward and the optimizer step run outside it, on the fp32 weights.
 
+    Raises:
+        ValueError: ``precision`` is neither (``auto`` is resolved by the caller:
+            :func:`semsynth.model.build.resolve_precision`).
+
     Returns:
         ``{loss name: detached 0-d tensor}`` of every phase, ``total`` left out (no host
         synchronisation).
     """
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"train_step: precision must be fp32 or bf16 (resolve auto first), got {precision!r}")
     logs: dict[str, torch.Tensor] = {}
     for phase in method.phases:
         params = list(method.phase_parameters(phase))
@@ -333,6 +339,11 @@ class Trainer:
         self.log = RunLog(self.out, enabled=self.main)  # stats.jsonl and TensorBoard
         self.device = self.dist.device
         configure_backends(self.device, cfg.train.threads)
+        #: ``train.precision`` on this device (``auto`` resolved)
+        self.precision = resolve_precision(cfg.train.precision, self.device)
+        if cfg.train.precision == "auto" and self.main:
+            print(f"note: train.precision auto: {self.precision} on {self.device} "
+                  f"({'native' if self.precision == 'bf16' else 'no native'} bf16)", file=sys.stderr)
         ckpt = self._state_to_resume(resume, resume_from_last_good)
         self._build(ckpt)
         self._prepare_data(data_check)
@@ -638,7 +649,7 @@ class Trainer:
                  if ctx.distributed else None)
         losses = train_step(self.method, self.optimizers, image, label, self.train_rng, shard=shard,
                             phase_modules=self._phase_modules, check=self._check_finite,
-                            precision=tc.precision)
+                            precision=self.precision)
         logs = {k: float(v) for k, v in losses.items()}
         self.step += 1
         self.images_seen += tc.batch_size
