@@ -45,11 +45,24 @@ def _steps(cfg, method, image, label, n=3, **kw):
     return logs, ema
 
 
+def _conv_output_dtypes(module):
+    """Record the output dtype of every Conv2d of ``module`` (forward hooks)."""
+    seen = set()
+    for m in module.modules():
+        if isinstance(m, torch.nn.Conv2d):
+            m.register_forward_hook(lambda _m, _i, out: seen.add(out.dtype))
+    return seen
+
+
 @pytest.mark.parametrize("name", ["oasis", "oasis_pretrained_d", "spade"])
 def test_bf16_steps_are_finite_close_to_fp32_and_keep_fp32_state(tiny_config, name):
     cfg, method, image, label = _setup(tiny_config, name)
-    ref, _ = _steps(cfg, copy.deepcopy(method), image, label)
+    ref_method = copy.deepcopy(method)
+    ref_dtypes, dtypes = _conv_output_dtypes(ref_method), _conv_output_dtypes(method)
+    ref, _ = _steps(cfg, ref_method, image, label)
     logs, ema = _steps(cfg, method, image, label, precision="bf16")
+    assert ref_dtypes == {torch.float32} and dtypes == {torch.bfloat16}  # every conv ran in bf16
+    assert logs != ref
     for a, b in zip(ref, logs):
         assert a.keys() == b.keys()
         for k in a:  # bf16 has 8 significant bits: ~1 % per op, a few % after three steps;
@@ -168,3 +181,39 @@ def test_the_trainer_resolves_auto_and_train_step_refuses_it(tiny_config, tmp_pa
     _, method, image, label = _setup(tiny_config, "oasis")
     with pytest.raises(ValueError, match="resolve auto first"):
         train_step(method, make_optimizers(method, cfg.train), image, label, torch.Generator(), precision="auto")
+
+
+def test_a_resume_keeps_this_devices_adam_kernel_and_notes_a_precision_change(tiny_config, tmp_path, capsys):
+    import semsynth.train.loop as loop
+    from semsynth.model.checkpoint import TrainingState, load_checkpoint, save_checkpoint
+
+    cfg = tiny_config("oasis", "train.max_steps=2", "train.tensorboard=false")
+    out = tmp_path / "run"
+    loop.Trainer(cfg, out, progress=False).run()
+    latest = out / "checkpoints" / "latest.pt"
+    state = TrainingState.from_dict(load_checkpoint(latest), latest)
+    assert state.precision == "fp32"  # what the steps ran in
+    for opt in state.optimizers.values():  # as if saved on a CUDA machine (fused) in bf16
+        for g in opt["param_groups"]:
+            g["fused"] = True
+    state.precision = "bf16"
+    save_checkpoint(latest, state)
+    capsys.readouterr()
+    trainer = loop.Trainer(tiny_config("oasis", "train.max_steps=3", "train.tensorboard=false"), out,
+                           resume=True, progress=False)
+    assert all(not g["fused"] for o in trainer.optimizers.values() for g in o.param_groups)  # CPU: not fused
+    assert "the checkpoint's steps ran in bf16; this device continues in fp32" in capsys.readouterr().err
+    assert trainer.run().step == 3
+
+
+def test_precision_and_compile_are_errors_for_a_method_without_training_steps(tiny_config):
+    for key in ("train.precision=bf16", "train.compile=true"):
+        with pytest.raises(ConfigError, match="fitted in one pass"):
+            tiny_config("painter", key)
+
+
+def test_compile_is_off_under_torchrun():
+    from semsynth.model.build import compile_unavailable
+
+    assert "torchrun" in compile_unavailable(torch.device("cpu"), distributed=True)
+    assert compile_unavailable(torch.device("cpu"), distributed=False) is None

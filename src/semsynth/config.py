@@ -132,16 +132,20 @@ class TrainConfig:
         lr_decay_unit: ``epoch`` (``len(train split) // batch_size`` steps, the last
             incomplete batch dropped) or ``step``. Only with ``lr_decay_start``.
         precision: ``fp32``, or ``bf16``: the phases' forward passes under
-            ``torch.autocast(bfloat16)`` (convolutions and matmuls in bf16); the losses (N+1
-            cross-entropy, LabelMix, hinge, feature matching, VGG, KL), spectral norm's power
-            iteration, BatchNorm statistics, the weights, Adam and the EMA stay fp32. bf16 needs
+            ``torch.autocast(bfloat16)`` (convolutions and matmuls in bf16, the VGG network's
+            too); the loss terms (N+1 cross-entropy, LabelMix, hinge, the L1 of feature
+            matching and VGG, KL), spectral norm's power iteration, BatchNorm statistics, the
+            weights, Adam and the EMA stay fp32. bf16 needs
             no loss scaling. For CUDA GPUs with bf16 tensor cores (A100, H100, ...) and CPUs
             that compute bf16 natively (AVX512-BF16, AMX); elsewhere it runs, but slowly.
             ``auto``: bf16 where the training device computes it natively, else fp32
-            (:func:`semsynth.model.build.resolve_precision`; the run's log says which).
+            (:func:`semsynth.model.build.resolve_precision`; a note on stderr says which, and
+            checkpoints record it).
         compile: ``torch.compile`` the generator and discriminator in place (Inductor; the
             first steps compile for minutes, then run faster; weights and checkpoints are
-            unchanged). Sampling and evaluation use the uncompiled EMA generator.
+            unchanged). Sampling and evaluation use the uncompiled EMA generator. Off under
+            torchrun and on GPUs below compute capability 7.0, with a note
+            (:func:`semsynth.model.build.compile_unavailable`).
         ema: see :class:`EMAConfig`.
     """
 

@@ -165,7 +165,7 @@ class Method(nn.Module):
         or ``--set`` that gives one of them (checkpoints' stored configs are not checked).
 
         Default: ``train.lr_d`` when there is no ``"D"`` phase; ``train.lr_g``/``lr_d``/
-        ``betas`` when there are no phases at all. Methods add their own.
+        ``betas``/``precision``/``compile`` when there are no phases at all. Methods add their own.
 
         Args:
             cfg: the whole :class:`semsynth.config.Config` (``cfg.model`` is this method's).
@@ -175,7 +175,8 @@ class Method(nn.Module):
         """
         if not cls.phases:
             why = "this method is fitted in one pass, without an optimizer"
-            return {"train.lr_g": why, "train.lr_d": why, "train.betas": why}
+            return {"train.lr_g": why, "train.lr_d": why, "train.betas": why, "train.precision": why,
+                    "train.compile": why}
         if "D" not in cls.phases:
             return {"train.lr_d": f"this method has no discriminator (phases {list(cls.phases)}); its "
                                   f"learning rate is train.lr_g"}

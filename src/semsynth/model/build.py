@@ -15,7 +15,7 @@ from semsynth.config import Config
 from semsynth.registry import get_method
 from semsynth.types import DatasetInfo
 
-__all__ = ["build_generator", "build_method", "compile_networks", "configure_backends", "native_bf16",
+__all__ = ["build_generator", "build_method", "compile_networks", "compile_unavailable", "configure_backends", "native_bf16",
            "resolve_precision", "select_device"]
 
 
@@ -70,12 +70,12 @@ def compile_networks(method, backend: str = "inductor") -> list[str]:
     """``torch.compile`` each network of ``method`` in place (``train.compile``): every direct
     sub-module with parameters (generator, discriminator, ...) gets a compiled ``__call__``
     (``nn.Module.compile``); parameters, buffers and state-dict keys are unchanged, so
-    checkpoints, the EMA and resumes are as without. Compile after the EMA copy is made (a
-    deep copy would share the compiled call of the original) and before a DDP wrap.
+    checkpoints, the EMA and resumes are as without. Compile after the EMA copy is made (the
+    copy, used for sampling, stays eager) and before a DDP wrap.
 
     Args:
         method: a :class:`semsynth.methods.base.Method`.
-        backend: ``torch.compile``'s backend (``inductor``; tests use ``aot_eager``).
+        backend: ``torch.compile``'s backend (``inductor``; tests use ``eager``).
 
     Returns:
         The names of the compiled sub-modules.
@@ -93,7 +93,7 @@ def native_bf16(device: torch.device, cpuinfo: str = "/proc/cpuinfo") -> bool:
     capability ≥ 8.0: A100, H100, RTX 30xx …), or a CPU whose flags (Linux ``cpuinfo``)
     include ``avx512_bf16`` or ``amx_bf16``. Elsewhere bf16 is emulated and slow."""
     if device.type == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported(including_emulation=False)
+        return torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] >= 8
     if device.type != "cpu":
         return False
     try:
@@ -109,3 +109,16 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     if precision == "auto":
         return "bf16" if native_bf16(device) else "fp32"
     return precision
+
+
+def compile_unavailable(device: torch.device, distributed: bool) -> str | None:
+    """Why ``train.compile`` is not applied on ``device`` (``None``: it is). Under torchrun it
+    is off: DDP around compiled networks with SyncBatchNorm inside is untested here and has
+    open PyTorch issues (graph breaks at each SyncBatchNorm, pytorch/pytorch#161302; errors,
+    #107372). On a CUDA GPU below compute capability 7.0 Triton, Inductor's code generator,
+    does not run."""
+    if distributed:
+        return "train.compile applies to one-process runs; under torchrun it is off (DDP + SyncBatchNorm)"
+    if device.type == "cuda" and torch.cuda.is_available() and torch.cuda.get_device_capability(device)[0] < 7:
+        return f"train.compile needs compute capability >= 7.0 (Triton); {device} has less: it is off"
+    return None

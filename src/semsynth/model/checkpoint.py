@@ -31,7 +31,7 @@ import random
 import re
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import torch
@@ -69,6 +69,8 @@ class TrainingState:
         elapsed_seconds: training wall time so far (s).
         rng: :func:`capture_rng`'s RNG states.
         best: the checkpoint-selection record (:mod:`semsynth.eval.selection`), or ``{}``.
+        precision: the precision the steps ran in (``train.precision`` with ``auto``
+            resolved: ``fp32`` or ``bf16``); ``None`` in files written before it was recorded.
 
     The data order is a function of (seed, step) alone and the augmentations of (seed,
     epoch, index): there is no iterator state to save.
@@ -84,6 +86,7 @@ class TrainingState:
     elapsed_seconds: float
     rng: dict
     best: dict = field(default_factory=dict)
+    precision: Optional[str] = None
 
     def to_dict(self) -> dict[str, Any]:
         """The plain dict that is saved (without ``format``)."""
@@ -96,7 +99,7 @@ class TrainingState:
         Raises:
             ConfigError: a key missing (names the file and the key).
         """
-        missing = [f.name for f in fields(cls) if f.name not in ckpt and f.name != "best"]
+        missing = [f.name for f in fields(cls) if f.name not in ckpt and f.name not in ("best", "precision")]
         if missing:
             raise ConfigError(f"{path}: not a training checkpoint: no {', '.join(missing)}")
         kwargs = {f.name: ckpt[f.name] for f in fields(cls) if f.name in ckpt}

@@ -27,7 +27,7 @@ class _FP32SpectralNorm(_SpectralNorm):
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
         with torch.autocast(weight.device.type, enabled=False):
-            return super().forward(weight.float())
+            return super().forward(weight.float()).to(weight.dtype)
 
 
 def spectral_norm(module: nn.Module) -> nn.Module:

@@ -43,7 +43,13 @@ from semsynth.data import build_dataset, dataset_info
 from semsynth.data.cache import resolve_num_workers
 from semsynth.data.transforms import transform_from_config
 from semsynth.labels import one_hot
-from semsynth.model.build import build_method, compile_networks, configure_backends, resolve_precision
+from semsynth.model.build import (
+    build_method,
+    compile_networks,
+    compile_unavailable,
+    configure_backends,
+    resolve_precision,
+)
 from semsynth.model.checkpoint import (
     TrainingState,
     capture_rng,
@@ -383,12 +389,22 @@ class Trainer:
             self.method.load_state_dict(ckpt.method)
             self.ema.load_state_dict(ckpt.ema)
             for p, opt in self.optimizers.items():
+                chosen = [(g.get("fused"), g.get("foreach")) for g in opt.param_groups]
                 opt.load_state_dict(ckpt.optimizers[p])
+                for g, (fused, foreach) in zip(opt.param_groups, chosen):  # this device's kernel, not the saver's
+                    g["fused"], g["foreach"] = fused, foreach
+            if ckpt.precision is not None and ckpt.precision != self.precision and self.main:
+                print(f"note: the checkpoint's steps ran in {ckpt.precision}; this device continues in "
+                      f"{self.precision} (train.precision {cfg.train.precision})", file=sys.stderr)
             self.step, self.images_seen = int(ckpt.step), int(ckpt.images_seen)
             self.elapsed_before, self.best = float(ckpt.elapsed_seconds), dict(ckpt.best)
             restore_rng(ckpt.rng, self.train_rng)
         if cfg.train.compile:  # after the EMA copy and the checkpoint's weights, before DDP
-            compile_networks(self.method)
+            why_not = compile_unavailable(self.device, self.dist.distributed)
+            if why_not is None:
+                compile_networks(self.method)
+            elif self.main:
+                print(f"note: {why_not}", file=sys.stderr)
         self._phase_modules = wrap_phases(self.method, self.dist) if self.dist.distributed else None
 
     def _prepare_data(self, data_check: bool) -> None:
@@ -474,7 +490,7 @@ class Trainer:
             config=config_to_dict(self.cfg), dataset_info=self.info.to_dict(), method=self.method.state_dict(),
             ema=self.ema.state_dict(), optimizers={p: o.state_dict() for p, o in self.optimizers.items()},
             step=self.step, images_seen=self.images_seen, elapsed_seconds=elapsed,
-            rng=capture_rng(self.train_rng), best=self.best)
+            rng=capture_rng(self.train_rng), best=self.best, precision=self.precision)
 
     def save(self, elapsed: float, periodic: bool, refresh: bool = True) -> None:
         """Refresh EMA BatchNorm (unless ``refresh`` is false), then write ``latest.pt`` (and

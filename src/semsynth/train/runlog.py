@@ -52,7 +52,7 @@ class RunLog:
         """TensorBoard reads event files in name order, and a name starts with the whole second
         it was opened in, then host and pid. A resume opened in the same second as the killed
         run's file could sort before it, and its purge of the killed run's later steps would
-        then be read first and undone; so wait (at most 1 s) until the second is a later one."""
+        then be read first and undone; so wait (at most 2 s) until the second is a later one."""
         latest = max((int(m.group(1)) for f in self.out.glob("events.out.tfevents.*")
                       if (m := re.match(r"events\.out\.tfevents\.(\d+)\.", f.name))), default=None)
         while latest is not None and latest - 1 <= int(time.time()) <= latest:  # not for a clock far off
