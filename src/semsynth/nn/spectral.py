@@ -26,6 +26,8 @@ class _FP32SpectralNorm(_SpectralNorm):
     """PyTorch's spectral-norm parametrisation, evaluated with autocast disabled."""
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
+        if not torch.amp.is_autocast_available(weight.device.type):  # e.g. "meta" (parameter counts)
+            return super().forward(weight)
         with torch.autocast(weight.device.type, enabled=False):
             return super().forward(weight.float()).to(weight.dtype)
 
