@@ -177,6 +177,7 @@ def test_the_trainer_resolves_auto_and_train_step_refuses_it(tiny_config, tmp_pa
     trainer = loop.Trainer(cfg, tmp_path / "run", progress=False)
     want = resolve_precision("auto", torch.device("cpu"))
     assert trainer.precision == want
+    assert trainer.run().step == 1
     assert f"train.precision auto: {want} on cpu" in capsys.readouterr().err
     _, method, image, label = _setup(tiny_config, "oasis")
     with pytest.raises(ValueError, match="resolve auto first"):

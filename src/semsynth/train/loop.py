@@ -347,9 +347,6 @@ class Trainer:
         configure_backends(self.device, cfg.train.threads)
         #: ``train.precision`` on this device (``auto`` resolved)
         self.precision = resolve_precision(cfg.train.precision, self.device)
-        if cfg.train.precision == "auto" and self.main:
-            print(f"note: train.precision auto: {self.precision} on {self.device} "
-                  f"({'native' if self.precision == 'bf16' else 'no native'} bf16)", file=sys.stderr)
         ckpt = self._state_to_resume(resume, resume_from_last_good)
         self._build(ckpt)
         self._prepare_data(data_check)
@@ -586,6 +583,9 @@ class Trainer:
     def _train(self, cfg: Config, tc) -> TrainResult:
         """The loop: per step, agree on stopping, set the learning rate, one optimisation
         step of every phase, EMA, then logs, grids, evaluation and checkpoints when due."""
+        if tc.precision == "auto" and self.main:  # once the data check has passed
+            print(f"note: train.precision auto: {self.precision} on {self.device} "
+                  f"({'native' if self.precision == 'bf16' else 'no native'} bf16)", file=sys.stderr)
         t0 = time.time()
         limit_s = math.inf if tc.max_minutes is None else tc.max_minutes * 60.0
         window = _LogWindow()
