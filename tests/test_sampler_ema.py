@@ -251,3 +251,36 @@ def test_labelmix_mask_batch_shares_bits_image_does_not():
             assert torch.equal(vals, vals[:, :1].expand_as(vals))
     with pytest.raises(ValueError, match="granularity"):
         labelmix_mask(label, rng, "pixel")
+
+
+@pytest.mark.parametrize("method, sn_init", [("oasis", "xavier"), ("spade", "pytorch"), ("cc_fpse", "pytorch")])
+def test_official_init_is_what_each_official_code_does_to_spectral_norm_layers(tiny_config, method, sn_init):
+    """OASIS initialises before moving to the GPU: spectral-norm convs get xavier 0.02. SPADE
+    and CC-FPSE move first, so their init misses spectral-norm weights: PyTorch's default
+    (kaiming-uniform a=√5, std 1/√(3·fan_in)) stays, biases are zeroed; plain convs get
+    xavier 0.02 in all three."""
+    from torch.nn.utils import parametrize
+
+    from semsynth.data import dataset_info
+    from semsynth.model.build import build_method
+
+    cfg = tiny_config(method)
+    torch.manual_seed(0)
+    m = build_method(cfg, dataset_info(cfg.data))
+    seen = {"sn": 0, "plain": 0}
+    for net in (m.generator, m.discriminator):
+        for layer in net.modules():
+            if not isinstance(layer, nn.Conv2d):
+                continue
+            sn = parametrize.is_parametrized(layer, "weight")
+            w = layer.parametrizations.weight.original if sn else layer.weight
+            if layer.bias is not None:
+                assert torch.count_nonzero(layer.bias) == 0
+            if w.numel() < 4000:  # too few values for a tight std
+                continue
+            fan_in, fan_out = w[0].numel(), w.shape[0] * w[0, 0].numel()
+            xavier = 0.02 * math.sqrt(2.0 / (fan_in + fan_out))
+            want = 1 / math.sqrt(3 * fan_in) if sn and sn_init == "pytorch" else xavier
+            assert w.std().item() == pytest.approx(want, rel=0.1), (layer, sn)
+            seen["sn" if sn else "plain"] += 1
+    assert seen["sn"] > 0 and seen["plain"] > 0

@@ -112,6 +112,10 @@ class Method(nn.Module):
 
     config_class: type = object
     phases: tuple[str, ...] = ()
+    #: ``model.init: official`` re-initialises spectral-norm weights too (OASIS's code does);
+    #: False where the official code moves the network to the GPU before its init, which then
+    #: misses them (SPADE, CC-FPSE: :mod:`semsynth.nn.init`).
+    official_init_spectral_norm_weights: bool = True
     generator: Generator
 
     def __init__(self, model_cfg, info: DatasetInfo, height: int, width: int) -> None:
@@ -149,9 +153,10 @@ class Method(nn.Module):
         if discriminator is not None:
             self.discriminator = discriminator
         if init is not None:
-            apply_init(generator, init, "model.init")
+            sn = self.official_init_spectral_norm_weights
+            apply_init(generator, init, "model.init", spectral_norm_weights=sn)
             if discriminator is not None and init_discriminator:
-                apply_init(discriminator, init, "model.init")
+                apply_init(discriminator, init, "model.init", spectral_norm_weights=sn)
 
     @property
     def z_dim(self) -> int:

@@ -85,6 +85,9 @@ class CCFPSE(Method):
 
     config_class = CCFPSEConfig
     phases = ("G", "D")
+    # CC-FPSE's create_network moves each network to the GPU, then runs init_weights: the
+    # xavier call misses every spectral-norm weight (PyTorch's default init stays)
+    official_init_spectral_norm_weights = False
 
     @classmethod
     def build_generator(cls, model_cfg: CCFPSEConfig, info: DatasetInfo, height: int, width: int) -> CCFPSEGenerator:

@@ -84,6 +84,9 @@ class SPADE(Method):
 
     config_class = SPADEConfig
     phases = ("G", "D")
+    # SPADE's create_network moves each network to the GPU, then runs init_weights: the
+    # xavier call misses every spectral-norm weight (PyTorch's default init stays)
+    official_init_spectral_norm_weights = False
 
     @classmethod
     def ignored_keys(cls, cfg: Config) -> dict[str, str]:
