@@ -131,12 +131,11 @@ class TrainConfig:
             (end - start)`` (``trainers/pix2pix_trainer.py``, once per epoch). ``None``: constant.
         lr_decay_unit: ``epoch`` (``len(train split) // batch_size`` steps, the last
             incomplete batch dropped) or ``step``. Only with ``lr_decay_start``.
-        precision: ``fp32``, or ``bf16``: the phases' forward passes under
+        precision: ``fp32``, ``bf16`` or ``auto``. bf16: the phases' forward passes under
             ``torch.autocast(bfloat16)`` (convolutions and matmuls in bf16, the VGG network's
             too); the loss terms (N+1 cross-entropy, LabelMix, hinge, the L1 of feature
             matching and VGG, KL), spectral norm's power iteration, BatchNorm statistics, the
-            weights, Adam and the EMA stay fp32. bf16 needs
-            no loss scaling. For CUDA GPUs with bf16 tensor cores (A100, H100, ...) and CPUs
+            weights, Adam and the EMA stay fp32; no loss scaling is needed. For CUDA GPUs with bf16 tensor cores (A100, H100, ...) and CPUs
             that compute bf16 natively (AVX512-BF16, AMX); elsewhere it runs, but slowly.
             ``auto``: bf16 where the training device computes it natively, else fp32
             (:func:`semsynth.model.build.resolve_precision`; a note on stderr says which, and

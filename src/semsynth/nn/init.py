@@ -81,15 +81,14 @@ def xavier_init_(module: nn.Module, gain: float = 0.02, power_iterations: int = 
     count = 0
     for m in module.modules():
         if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.ConvTranspose2d, nn.Linear)):
-            if parametrize.is_parametrized(m, "weight") and not spectral_norm_weights:
-                pass  # the official code's init misses it (moved before init): default init kept
-            elif parametrize.is_parametrized(m, "weight"):
-                nn.init.xavier_normal_(m.parametrizations.weight.original, gain=gain)
-                was_training = m.training
-                m.train()
-                for _ in range(power_iterations):  # each access in train mode = one power step
-                    _ = m.weight
-                m.train(was_training)
+            if parametrize.is_parametrized(m, "weight"):
+                if spectral_norm_weights:  # else the official init missed it (moved before init)
+                    nn.init.xavier_normal_(m.parametrizations.weight.original, gain=gain)
+                    was_training = m.training
+                    m.train()
+                    for _ in range(power_iterations):  # each access in train mode = one power step
+                        _ = m.weight
+                    m.train(was_training)
             else:
                 nn.init.xavier_normal_(m.weight, gain=gain)
             if m.bias is not None:

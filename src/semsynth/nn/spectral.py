@@ -26,9 +26,10 @@ class _FP32SpectralNorm(_SpectralNorm):
     """PyTorch's spectral-norm parametrisation, evaluated with autocast disabled."""
 
     def forward(self, weight: torch.Tensor) -> torch.Tensor:
-        if not torch.amp.is_autocast_available(weight.device.type):  # e.g. "meta" (parameter counts)
-            return super().forward(weight)
-        with torch.autocast(weight.device.type, enabled=False):
+        dev = weight.device.type  # "meta" (parameter counts) has no autocast
+        if not (torch.amp.is_autocast_available(dev) and torch.is_autocast_enabled(dev)):
+            return super().forward(weight)  # no autocast on: nothing to turn off
+        with torch.autocast(dev, enabled=False):
             return super().forward(weight.float()).to(weight.dtype)
 
 
