@@ -57,6 +57,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     with torch.device("meta"):  # shapes only: no memory, no initialisation cost
         method = build_method(cfg, info)
     params = method.parameter_counts()
+    if method.frozen:  # train.freeze: G counts them; this many are never trained
+        params["G_frozen"] = sum(p.numel() for n, p in method.generator.named_parameters() if n in method.frozen)
     data = {"name": info.name, "semantic_nc": info.semantic_nc, "num_classes": info.num_classes,
             "ignore_index": info.ignore_index, "class_names": list(info.class_names), "splits": {}}
     for split in (cfg.data.train_split, cfg.data.val_split):

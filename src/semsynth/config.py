@@ -145,6 +145,21 @@ class TrainConfig:
             unchanged). Sampling and evaluation use the uncompiled EMA generator. Off under
             torchrun and on GPUs below compute capability 7.0, with a note
             (:func:`semsynth.model.build.compile_unavailable`).
+        init_from: warm start: a training checkpoint (``.pt``) whose generator weights a new
+            run starts from (e.g. the lower-resolution CRN run: CQFIO/PhotographicImageSynthesis
+            ``demo_512p.py`` restores ``result_256p``). Tensors are matched by name and must
+            agree in shape; a checkpoint tensor the model lacks is an error, a model tensor the
+            checkpoint lacks (a new module) keeps its fresh initialisation
+            (:func:`semsynth.model.warm_start.warm_start`). Read when a fresh run starts, never
+            by ``--resume``; a missing file stops the start with its path. ``None``: no warm start.
+        init_skip: generator name prefixes (``to_rgb``, ``refine.7``) *not* loaded by
+            ``init_from`` (a layer whose shape changed, e.g. CRN's output convolution). Only
+            with ``init_from``.
+        freeze: generator name prefixes whose parameters are never trained: ``requires_grad``
+            off and left out of the optimizer (:meth:`semsynth.methods.base.Method.freeze_generator`;
+            CRN 1024p trains only its last two modules). A prefix matches whole dotted
+            components (``refine.1`` is not ``refine.10``); one that matches no parameter, or a
+            list that freezes every parameter, is an error when the model is built.
         ema: see :class:`EMAConfig`.
     """
 
@@ -169,6 +184,9 @@ class TrainConfig:
     lr_decay_unit: str = "epoch"
     precision: str = "fp32"
     compile: bool = False
+    init_from: Optional[str] = None
+    init_skip: Tuple[str, ...] = ()
+    freeze: Tuple[str, ...] = ()
     ema: EMAConfig = field(default_factory=EMAConfig)
 
 
@@ -224,7 +242,27 @@ def _resolve(raw: Any, source: str) -> Config:
         raise ConfigError(f"{source}: {msg}" + (f" (key {key!r})" if key else "")) from None
     _check_data_config(top_obj.data, source)
     _check_lr_decay(top_obj.train, source)
+    _check_warm_start(top_obj.train, source)
     return replace(top_obj, model=model_obj)
+
+
+def _check_warm_start(t: TrainConfig, source: str) -> None:
+    """``train.init_from`` / ``init_skip`` / ``freeze``: values, and ``init_skip`` only with
+    ``init_from``. Whether the prefixes name parameters is checked where the model is built
+    (``freeze``) or the checkpoint read (``init_skip``); whether the file exists, when a
+    fresh run starts (a stored config must load on machines without it)."""
+    if t.init_from is not None and not t.init_from.strip():
+        raise ConfigError(f"{source}: train.init_from must be a checkpoint path or null, got {t.init_from!r}")
+    if t.init_skip and t.init_from is None:
+        raise ConfigError(f"{source}: train.init_skip applies only with train.init_from (it names what the warm "
+                          f"start does not load); remove it or set train.init_from")
+    for key, prefixes in (("train.init_skip", t.init_skip), ("train.freeze", t.freeze)):
+        for p in prefixes:
+            if not p or p != p.strip() or p.startswith(".") or p.endswith("."):
+                raise ConfigError(f"{source}: {key}: {p!r} is not a module name prefix (e.g. refine.0, to_rgb)")
+        if len(set(prefixes)) != len(prefixes):
+            dup = next(p for p in prefixes if list(prefixes).count(p) > 1)
+            raise ConfigError(f"{source}: {key}: {dup!r} is given twice")
 
 
 def _check_lr_decay(t: TrainConfig, source: str) -> None:

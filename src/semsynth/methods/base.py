@@ -14,7 +14,7 @@ import torch
 import torch.nn as nn
 
 from semsynth.batch_shard import BatchShard
-from semsynth.types import DatasetInfo
+from semsynth.types import ConfigError, DatasetInfo
 
 if TYPE_CHECKING:
     from semsynth.config import Config, TrainConfig
@@ -90,6 +90,24 @@ class Generator(nn.Module):
         raise NotImplementedError
 
 
+def has_prefix(name: str, prefix: str) -> bool:
+    """Whether dotted ``name`` lies under ``prefix``, by whole components: ``refine.1.conv1.weight``
+    is under ``refine.1`` and ``refine``, not under ``refine.10`` or ``ref``."""
+    return name == prefix or name.startswith(prefix + ".")
+
+
+def module_names(names: Iterable[str]) -> list[str]:
+    """The top-level module names of dotted tensor names, ``ModuleList`` items kept apart
+    (``refine.0``, ``refine.1``, ``to_rgb``), in order: what an error message offers."""
+    out: list[str] = []
+    for n in names:
+        parts = n.split(".")
+        head = ".".join(parts[:2]) if len(parts) > 2 and parts[1].isdigit() else parts[0]
+        if head not in out:
+            out.append(head)
+    return out
+
+
 def count_parameters(module: nn.Module | None) -> int:
     """Number of scalar parameters of ``module`` (0 for ``None``); spectral-norm vectors are
     buffers and not counted, as in the official repositories' counts."""
@@ -117,6 +135,8 @@ class Method(nn.Module):
     #: misses them (SPADE, CC-FPSE: :mod:`semsynth.nn.init`).
     official_init_spectral_norm_weights: bool = True
     generator: Generator
+    #: names of generator parameters never trained (``train.freeze``; :meth:`freeze_generator`)
+    frozen: frozenset = frozenset()
 
     def __init__(self, model_cfg, info: DatasetInfo, height: int, width: int) -> None:
         super().__init__()
@@ -181,7 +201,7 @@ class Method(nn.Module):
         if not cls.phases:
             why = "this method is fitted in one pass, without an optimizer"
             return {"train.lr_g": why, "train.lr_d": why, "train.betas": why, "train.precision": why,
-                    "train.compile": why}
+                    "train.compile": why, "train.init_from": why, "train.init_skip": why, "train.freeze": why}
         if "D" not in cls.phases:
             return {"train.lr_d": f"this method has no discriminator (phases {list(cls.phases)}); its "
                                   f"learning rate is train.lr_g"}
@@ -207,6 +227,44 @@ class Method(nn.Module):
         ``self.discriminator`` in any other phase.
         """
         return (self.generator if phase == "G" else self.discriminator).parameters()
+
+    def freeze_generator(self, prefixes: Sequence[str], key: str = "train.freeze") -> None:
+        """Freeze the generator parameters under ``prefixes`` (``train.freeze``): their
+        ``requires_grad`` is turned off and :meth:`trained_parameters` leaves them out, so no
+        optimizer holds them (CQFIO/PhotographicImageSynthesis ``demo_1024p.py`` gives Adam
+        only ``g_512*`` and ``g_1024*``). An empty ``prefixes`` unfreezes nothing and freezes
+        nothing.
+
+        Args:
+            prefixes: dotted name prefixes of ``self.generator.named_parameters()``, matched
+                by whole components (:func:`has_prefix`).
+            key: the config key named in errors.
+
+        Raises:
+            ConfigError: a prefix that matches no generator parameter (the message lists the
+                generator's modules), or prefixes that freeze every generator parameter.
+        """
+        names = [n for n, _ in self.generator.named_parameters()]
+        for pre in prefixes:
+            if not any(has_prefix(n, pre) for n in names):
+                raise ConfigError(f"{key}: {pre!r} names no generator parameter; the generator's modules are "
+                                  f"{', '.join(module_names(names))}")
+        frozen = frozenset(n for n in names if any(has_prefix(n, pre) for pre in prefixes))
+        if frozen and len(frozen) == len(names):
+            raise ConfigError(f"{key}: {list(prefixes)} freezes every generator parameter: nothing left to train")
+        self.frozen = frozen
+        for n, p in self.generator.named_parameters():
+            if n in frozen:
+                p.requires_grad_(False)
+
+    def trained_parameters(self, phase: str) -> list[nn.Parameter]:
+        """:meth:`phase_parameters` without the frozen generator parameters: what the loop
+        gives the phase's optimizer and turns ``requires_grad`` on for."""
+        params = list(self.phase_parameters(phase))
+        if not self.frozen:
+            return params
+        skip = {id(p) for n, p in self.generator.named_parameters() if n in self.frozen}
+        return [p for p in params if id(p) not in skip]
 
     def phase_lr(self, phase: str, train_cfg: TrainConfig) -> float:
         """Learning rate of ``phase``'s Adam optimizer: ``train_cfg.lr_g`` for ``"G"``,

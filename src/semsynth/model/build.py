@@ -44,13 +44,19 @@ def build_method(cfg: Config, info: DatasetInfo):
 
     Returns:
         The :class:`semsynth.methods.base.Method` registered as ``cfg.method``, built from
-        ``cfg.model`` at ``cfg.data.height × cfg.data.width`` (on the CPU, in train mode).
+        ``cfg.model`` at ``cfg.data.height × cfg.data.width`` (on the CPU, in train mode),
+        with ``cfg.train.freeze``'s generator parameters frozen
+        (:meth:`~semsynth.methods.base.Method.freeze_generator`).
 
     Raises:
-        ConfigError: an unknown method, or model settings the method rejects.
+        ConfigError: an unknown method, model settings the method rejects, or a
+            ``train.freeze`` prefix that names no generator parameter.
     """
     cls = get_method(cfg.method)
-    return cls(cfg.model, info, cfg.data.height, cfg.data.width)
+    method = cls(cfg.model, info, cfg.data.height, cfg.data.width)
+    if cfg.train.freeze:
+        method.freeze_generator(cfg.train.freeze)
+    return method
 
 
 def build_generator(cfg: Config, info: DatasetInfo):

@@ -183,7 +183,7 @@ def wrap_phases(method, ctx: DistContext) -> dict[str, nn.Module]:
     wrapped = {}
     for phase in method.phases:
         method.requires_grad_(False)
-        for p in method.phase_parameters(phase):
+        for p in method.trained_parameters(phase):
             p.requires_grad_(True)
         ids = [ctx.device.index] if ctx.device.type == "cuda" else None
         wrapped[phase] = DDP(_PhaseStep(method, phase), device_ids=ids)

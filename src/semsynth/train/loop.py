@@ -57,6 +57,7 @@ from semsynth.model.checkpoint import (
     restore_rng,
     save_checkpoint,
 )
+from semsynth.model.warm_start import warm_start
 from semsynth.train.distributed import DistContext, init_from_environment, use_sync_batchnorm, wrap_phases
 from semsynth.train.ema import ema_beta, make_ema, refresh_batchnorm, update_ema
 from semsynth.train.grid import SampleGrid
@@ -72,7 +73,8 @@ class TrainingDiverged(SemsynthError):
 
 
 def make_optimizers(method, train_cfg) -> dict[str, torch.optim.Adam]:
-    """One Adam optimizer per phase of ``method`` over ``method.phase_parameters(phase)``, at
+    """One Adam optimizer per phase of ``method`` over ``method.trained_parameters(phase)``
+    (its phase parameters less the frozen ones, ``train.freeze``), at
     ``method.phase_lr(phase, train_cfg)`` with ``train_cfg.betas`` (the papers' settings);
     PyTorch's fused implementation when the parameters are on a CUDA device (build the
     optimizers after moving the method there).
@@ -84,7 +86,7 @@ def make_optimizers(method, train_cfg) -> dict[str, torch.optim.Adam]:
     betas = tuple(float(b) for b in train_cfg.betas)
     out = {}
     for p in method.phases:
-        params = list(method.phase_parameters(p))
+        params = method.trained_parameters(p)
         fused = bool(params) and all(q.is_cuda for q in params)  # one kernel for all tensors (CUDA)
         out[p] = torch.optim.Adam(params, lr=method.phase_lr(p, train_cfg), betas=betas, fused=fused or None)
     return out
@@ -102,7 +104,7 @@ def train_step(method, optimizers: dict, image: torch.Tensor, label: torch.Tenso
 
     Args:
         method: a :class:`semsynth.methods.base.Method` with at least one phase.
-        optimizers: ``{phase: torch.optim.Optimizer}`` over ``method.phase_parameters(phase)``.
+        optimizers: ``{phase: torch.optim.Optimizer}`` over ``method.trained_parameters(phase)``.
         image: ``(B, 3, H, W)`` float in [-1, 1]; label: ``(B, H, W)`` int64 ids.
         rng: CPU generator of the step's noise and LabelMix draws (advanced).
         shard: where this batch sits in a data-parallel global batch (``None``: it is the
@@ -128,7 +130,7 @@ def train_step(method, optimizers: dict, image: torch.Tensor, label: torch.Tenso
         raise ValueError(f"train_step: precision must be fp32 or bf16 (resolve auto first), got {precision!r}")
     logs: dict[str, torch.Tensor] = {}
     for phase in method.phases:
-        params = list(method.phase_parameters(phase))
+        params = method.trained_parameters(phase)  # frozen ones (train.freeze) stay off
         for p in method.parameters():
             p.requires_grad_(False)
         for p in params:
@@ -367,11 +369,17 @@ class Trainer:
         return ckpt
 
     def _build(self, ckpt: TrainingState | None) -> None:
-        """Method, EMA, optimizers, training RNG and counters (from ``ckpt`` when resuming)."""
+        """Method (``train.freeze`` applied; a fresh run warm-started from ``train.init_from``),
+        EMA, optimizers, training RNG and counters (from ``ckpt`` when resuming)."""
         cfg = self.cfg
         torch.manual_seed(cfg.seed)
         self.info = dataset_info(cfg.data)
-        self.method = build_method(cfg, self.info).to(self.device)
+        self.method = build_method(cfg, self.info)  # train.freeze applied
+        if ckpt is None and cfg.train.init_from is not None:  # a fresh run only: --resume has its own weights
+            note = warm_start(self.method.generator, cfg.train.init_from, cfg.train.init_skip, cfg.method)
+            if self.main:
+                print(f"note: {note}", file=sys.stderr)
+        self.method = self.method.to(self.device)
         if cfg.train.channels_last:  # faster convolutions (docs/results.md); the EMA copy inherits it
             self.method.to(memory_format=torch.channels_last)
         self.ema = make_ema(self.method.generator).eval()  # plain BatchNorm: rank 0 refreshes it alone

@@ -18,6 +18,13 @@ per channel — which is exactly ``nn.GroupNorm(1, C)``.
 Paper preset (Cityscapes 256×512, 20 label channels, ``k = 9``): channels 1024 for the
 modules at 4×8 … 64×128 and 512 at 128×256 and 256×512 (official: ``dim = 512 if sp >= 128
 else 1024``): 97,875,483 parameters, as counted from the official graph (``../shared/README.md``).
+
+Higher resolutions add modules at the fine end (``configs/crn/cityscapes_{512p,1024p}.yaml``):
+``demo_512p.py`` builds one more module at 512×1024, 128 wide, and ``demo_1024p.py`` another
+at 1024×2048, 32 wide (``recursive_generator``: ``dim`` 128 at ``sp == 512``, 32 at
+``sp == 1024``), each ending in one image (a 1×1 conv to 3 channels, ``k = 1``):
+98,622,851 and 98,674,531 parameters. Each is warm-started from the one below
+(``train.init_from``; :mod:`semsynth.model.warm_start`).
 """
 
 from __future__ import annotations
@@ -42,7 +49,8 @@ class CRNGeneratorConfig:
 
     Attributes:
         channels: width of each refinement module, coarsest first; ``len(channels)``
-            modules, each doubling the resolution (paper 256×512: 1024 × 5, 512 × 2).
+            modules, each doubling the resolution (paper 256×512: 1024 × 5, 512 × 2;
+            512×1024: the same + 128; 1024×2048: the same + 128, 32).
         num_outputs: ``k``, images produced at once per label map (paper: 9; 1 = the
             plain regression model without the diversity loss).
         leaky_slope: LeakyReLU slope (official ``lrelu``: 0.2).

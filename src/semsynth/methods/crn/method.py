@@ -4,11 +4,19 @@ refinement network trained by regression alone — no discriminator, no adversar
 Loss (official CQFIO/PhotographicImageSynthesis ``demo_256p.py``; paper Sec. 3.3–3.4): the
 perceptual distance between the real image and each of the ``k`` outputs at the image itself
 and the VGG layers conv1_2, conv2_2, conv3_2, conv4_2, conv5_2 (after their ReLUs), weighted
-1, 1/1.6, 1/2.3, 1/1.8, 1/2.8, 10/0.8 (the official 256p weights, lines 86–91; the
-512p/1024p scripts use other weights without masks), masked per class and reduced by the
-minimum over the ``k`` outputs (:mod:`semsynth.losses.best_of_k`). The class masks are the
-one-hot label map area-resized to each layer. The loss network uses 2×2 average pools, as the
-official one.
+1, 1/1.6, 1/2.3, 1/1.8, 1/2.8, 10/0.8 (the official 256p weights, lines 86–91), masked per
+class and reduced by the minimum over the ``k`` outputs (:mod:`semsynth.losses.best_of_k`).
+The class masks are the one-hot label map area-resized to each layer. The loss network uses
+2×2 average pools, as the official one.
+
+At 512p and 1024p (``demo_512p.py`` / ``demo_1024p.py``) the official loss is unmasked — the
+mean absolute difference of each layer over all pixels and channels — with weights 1, 1/2.6,
+1/4.8, 1/3.7, 1/5.6, 10/1.5 and one output. That is this same loss with ``k = 1`` and those
+weights, with no option: the one-hot masks sum to 1 at every pixel (semsynth's label maps
+carry the don't-care id as a channel, the official ones a void channel) and area resizing
+keeps that sum, so the masked per-class terms add up to the unmasked mean, and with one
+output the minimum over outputs is that output (``model.min_mean_weight`` then changes
+nothing and is refused). ``tests/test_crn_highres.py`` checks the identity.
 
 The image term is, as in the official code, the distance in the loss network's *input* space
 (its ``'input'`` layer): for the official network the 0–255 image minus the ImageNet mean, for
@@ -68,8 +76,9 @@ class CRNConfig:
         image_weight: weight of the image-level term (official 1; in the loss network's input
             units).
         layer_weights: weights of the five VGG terms (official 256p: 1/1.6, 1/2.3, 1/1.8,
-            1/2.8, 10/0.8).
-        min_mean_weight: ``ε`` of :func:`semsynth.losses.best_of_k.min_over_outputs` (0.001).
+            1/2.8, 10/0.8; 512p and 1024p: 1/2.6, 1/4.8, 1/3.7, 1/5.6, 10/1.5).
+        min_mean_weight: ``ε`` of :func:`semsynth.losses.best_of_k.min_over_outputs` (0.001);
+            only with ``generator.num_outputs > 1``.
     """
 
     generator: CRNGeneratorConfig = field(default_factory=CRNGeneratorConfig)
@@ -94,6 +103,16 @@ class CRN(Method):
 
     config_class = CRNConfig
     phases = ("G",)
+
+    @classmethod
+    def ignored_keys(cls, cfg) -> dict[str, str]:
+        """Base rules, and ``model.min_mean_weight`` with one output (the minimum over one
+        output is its mean: the weight changes nothing)."""
+        out = dict(super().ignored_keys(cfg))
+        if cfg.model.generator.num_outputs == 1:
+            out["model.min_mean_weight"] = ("with model.generator.num_outputs 1 the minimum over outputs is the "
+                                            "one output: the weight changes nothing")
+        return out
 
     @classmethod
     def build_generator(cls, model_cfg: CRNConfig, info: DatasetInfo, height: int, width: int) -> CRNGenerator:
