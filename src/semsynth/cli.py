@@ -237,12 +237,26 @@ def cmd_convert_checkpoint(args: argparse.Namespace) -> int:
 
 
 def cmd_import_official(args: argparse.Namespace) -> int:
-    """``semsynth import-official PATH --dataset NAME [--out DIR] [--which latest] [--z-dim 64]``."""
-    from semsynth.model.official.oasis import import_official
+    """``semsynth import-official PATH --dataset NAME [--method oasis|spade|cc_fpse] [--encoder E]
+    [--out DIR] [--which latest] [--z-dim 64]``."""
+    if args.method == "oasis":
+        from semsynth.model.official.oasis import import_official
 
-    out = Path(args.out) if args.out else Path("runs") / f"official_{args.dataset}"
-    path = import_official(args.path, args.dataset, out, z_dim=args.z_dim, which=args.which)
-    print(json.dumps({"export": str(path.parent), "dataset": args.dataset}))
+        if args.encoder is not None:
+            raise SemsynthError("--encoder: OASIS has no image encoder (it applies to --method spade / cc_fpse)")
+        out = Path(args.out) if args.out else Path("runs") / f"official_{args.dataset}"
+        path = import_official(args.path, args.dataset, out, z_dim=64 if args.z_dim is None else args.z_dim,
+                               which=args.which)
+    else:
+        import importlib
+
+        if args.z_dim is not None:
+            raise SemsynthError(f"--z-dim applies to --method oasis; the {args.method} latent size is read "
+                                f"from the checkpoint")
+        import_official = importlib.import_module(f"semsynth.model.official.{args.method}").import_official
+        out = Path(args.out) if args.out else Path("runs") / f"official_{args.method}_{args.dataset}"
+        path = import_official(args.path, args.dataset, out, encoder=args.encoder, which=args.which)
+    print(json.dumps({"export": str(path.parent), "dataset": args.dataset, "method": args.method}))
     return 0
 
 
@@ -308,12 +322,19 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("new")
     c.set_defaults(func=cmd_convert_checkpoint)
 
-    o = sub.add_parser("import-official", help="an official boschresearch/OASIS checkpoint as a semsynth export")
-    o.add_argument("path", help="a *_EMA.pth / *_G.pth file or the official checkpoints/<name>/models folder")
+    o = sub.add_parser("import-official", help="an official OASIS, SPADE or CC-FPSE checkpoint as a semsynth export")
+    o.add_argument("path", help="oasis: a *_EMA.pth / *_G.pth file or the official checkpoints/<name>/models folder; "
+                                "spade, cc_fpse: a *_net_G.pth file or the official checkpoints/<name> folder")
     o.add_argument("--dataset", required=True, choices=["ade20k", "cityscapes", "coco_stuff"])
-    o.add_argument("--out", default=None, help="export folder (default runs/official_<dataset>)")
+    o.add_argument("--method", default="oasis", choices=["oasis", "spade", "cc_fpse"],
+                   help="the official code: boschresearch/OASIS (default), NVlabs/SPADE or xh-liu/CC-FPSE")
+    o.add_argument("--encoder", default=None,
+                   help="spade, cc_fpse with --use_vae: the *_net_E.pth (default: the sibling of the G file)")
+    o.add_argument("--out", default=None,
+                   help="export folder (default runs/official_<dataset>, runs/official_<method>_<dataset>)")
     o.add_argument("--which", default="latest", help="checkpoint prefix in a folder: latest, best or an iteration")
-    o.add_argument("--z-dim", type=int, default=64, help="noise channels of the checkpoint (0 for --no_3dnoise)")
+    o.add_argument("--z-dim", type=int, default=None,
+                   help="oasis: noise channels of the checkpoint (default 64; 0 for --no_3dnoise)")
     o.set_defaults(func=cmd_import_official)
 
     w = sub.add_parser("serve", help="a web editor: paint a label map, generate and re-roll images")
