@@ -60,7 +60,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     if method.frozen:  # train.freeze: G counts them; this many are never trained
         params["G_frozen"] = sum(p.numel() for n, p in method.generator.named_parameters() if n in method.frozen)
     data = {"name": info.name, "semantic_nc": info.semantic_nc, "num_classes": info.num_classes,
-            "ignore_index": info.ignore_index, "class_names": list(info.class_names), "splits": {}}
+            "ignore_index": info.ignore_index, "class_names": list(info.class_names),
+            "instance_edges": info.instance_edges, "input_nc": info.input_nc, "splits": {}}
     for split in (cfg.data.train_split, cfg.data.val_split):
         try:
             data["splits"][split] = len(build_dataset(cfg.data, split, train=False, seed=cfg.seed))
@@ -71,7 +72,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     for k, v in params.items():
         print(f"  {k}: {v:,} ({v / 1e6:.2f}M)")
     print(f"dataset: {info.name}, {info.num_classes} classes (+ don't-care id {info.ignore_index}), "
-          f"semantic_nc {info.semantic_nc}; pairs: {data['splits']}")
+          f"semantic_nc {info.semantic_nc}" + (" + 1 instance-edge channel" if info.instance_edges else "")
+          + f"; pairs: {data['splits']}")
     if args.json:
         print(json.dumps({"config": config_to_dict(cfg), "parameters": params, "dataset": data}))
     return 0

@@ -57,6 +57,10 @@ class DataConfig:
             (decoding then overlaps the GPU's step).
         check_workers: processes of the data check (:mod:`semsynth.data.check`); 0 = all CPUs.
         options: dataset-specific options (e.g. the folder dataset's layout).
+        instance_edges: add the instance-edge map as one more input channel after the
+            one-hot label map (SPADE and CC-FPSE, official Cityscapes and COCO-Stuff
+            defaults); datasets with instance maps only (Cityscapes ``*_instanceIds.png``,
+            COCO-Stuff ``<split>_inst/``). See :func:`semsynth.labels.label_input`.
     """
 
     dataset: str = "camvid"
@@ -73,6 +77,7 @@ class DataConfig:
     num_workers: Union[int, str] = "auto"
     check_workers: int = 0
     options: dict = field(default_factory=dict)
+    instance_edges: bool = False
 
 
 @dataclass(frozen=True)
@@ -190,6 +195,10 @@ class TrainConfig:
     ema: EMAConfig = field(default_factory=EMAConfig)
 
 
+#: values of ``eval.vae_latent``
+VAE_LATENTS = ("prior", "encode_real")
+
+
 @dataclass(frozen=True)
 class EvalConfig:
     """Evaluation during training, used to select ``checkpoints/best.pt`` on the val split.
@@ -198,11 +207,17 @@ class EvalConfig:
         every: steps between FID evaluations on ``num_images`` val label maps (0 = never).
         num_images: how many val label maps (the first ones sorted by file name).
         seed: base seed of the per-image noise (image i uses seed ``seed + i``).
+        vae_latent: the latent of a VAE generator (SPADE/CC-FPSE with ``use_vae``) in the
+            evaluation: ``prior`` (z ~ N(0, I) from the image's seed: what a user without a
+            reference photo gets) or ``encode_real`` (the official test protocol,
+            ``pix2pix_model.py`` ``inference``: z = μ + ε·σ of the encoded *real* photo, ε
+            from the image's seed; it sees the ground truth). Diversity always uses ``prior``.
     """
 
     every: int = 0
     num_images: int = 50
     seed: int = 0
+    vae_latent: str = "prior"
 
 
 @dataclass(frozen=True)
@@ -243,6 +258,9 @@ def _resolve(raw: Any, source: str) -> Config:
     _check_data_config(top_obj.data, source)
     _check_lr_decay(top_obj.train, source)
     _check_warm_start(top_obj.train, source)
+    if top_obj.eval.vae_latent not in VAE_LATENTS:
+        raise ConfigError(f"{source}: eval.vae_latent must be one of {', '.join(VAE_LATENTS)}, "
+                          f"got {top_obj.eval.vae_latent!r}")
     return replace(top_obj, model=model_obj)
 
 

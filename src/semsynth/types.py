@@ -39,12 +39,16 @@ class DatasetInfo:
         class_names: one name per label id, length ``semantic_nc``.
         palette: one RGB colour (0-255 ints) per label id, length ``semantic_nc``.
         ignore_index: label id of the don't-care/void class, or ``None``.
+        instance_edges: the model input carries one more channel after the one-hot label
+            map: the instance-edge map (SPADE/CC-FPSE on Cityscapes and COCO-Stuff;
+            :func:`semsynth.labels.label_input`). Set from ``data.instance_edges``.
     """
 
     name: str
     class_names: tuple[str, ...]
     palette: tuple[tuple[int, int, int], ...]
     ignore_index: int | None = None
+    instance_edges: bool = False
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -58,9 +62,13 @@ class DatasetInfo:
 
     def to_dict(self) -> dict:
         """The label space as plain data (what checkpoints and exports store; ``extra``
-        is left out): ``{"name", "class_names", "palette", "ignore_index"}``."""
-        return {"name": self.name, "class_names": list(self.class_names),
-                "palette": [list(c) for c in self.palette], "ignore_index": self.ignore_index}
+        is left out): ``{"name", "class_names", "palette", "ignore_index"}``, and
+        ``"instance_edges": true`` when set."""
+        d = {"name": self.name, "class_names": list(self.class_names),
+             "palette": [list(c) for c in self.palette], "ignore_index": self.ignore_index}
+        if self.instance_edges:
+            d["instance_edges"] = True
+        return d
 
     @classmethod
     def from_dict(cls, d: dict) -> "DatasetInfo":
@@ -70,12 +78,18 @@ class DatasetInfo:
             KeyError: a key missing; ValueError: as the constructor.
         """
         return cls(name=d["name"], class_names=tuple(d["class_names"]),
-                   palette=tuple(tuple(int(v) for v in c) for c in d["palette"]), ignore_index=d["ignore_index"])
+                   palette=tuple(tuple(int(v) for v in c) for c in d["palette"]), ignore_index=d["ignore_index"],
+                   instance_edges=bool(d.get("instance_edges", False)))
 
     @property
     def semantic_nc(self) -> int:
         """Number of one-hot channels = number of label ids, don't-care included."""
         return len(self.class_names)
+
+    @property
+    def input_nc(self) -> int:
+        """Channels of the model's label input: ``semantic_nc``, + 1 with ``instance_edges``."""
+        return self.semantic_nc + int(self.instance_edges)
 
     @property
     def num_classes(self) -> int:

@@ -10,17 +10,20 @@ Built-in datasets (registry name → module):
 * ``folder`` → :mod:`~semsynth.data.folder` (your own images, labels and ``classes.yaml``)
 
 A dataset item is ``(image, label)``: image ``(3, H, W)`` float32 in [-1, 1], label
-``(H, W)`` int64 ids in ``0 .. info.semantic_nc - 1``. See :mod:`semsynth.data.base`.
+``(H, W)`` int64 ids in ``0 .. info.semantic_nc - 1``; with ``data.instance_edges`` also the
+instance-edge map ``(1, H, W)``. See :mod:`semsynth.data.base`.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 from semsynth.config import DataConfig
 from semsynth.data import ade20k, camvid, cityscapes, coco_stuff, folder, stanford_background  # noqa: F401 (registers)
 from semsynth.data.base import PairedDataset, read_image, read_label
 from semsynth.data.transforms import PairedTransform
 from semsynth.registry import get_dataset
-from semsynth.types import ConfigError, DatasetInfo
+from semsynth.types import ConfigError, DataError, DatasetInfo
 
 __all__ = ["PairedDataset", "PairedTransform", "build_dataset", "dataset_info", "label_lut", "read_image",
            "read_label"]
@@ -57,10 +60,24 @@ def build_dataset(cfg: DataConfig, split: str, train: bool, seed: int = 0) -> Pa
 
     with gc_paused():
         ds = _factory(cfg)(cfg, split, train, seed)
+        if cfg.instance_edges:
+            _check_instance_maps(ds, cfg)
+            ds.info = dataclasses.replace(ds.info, instance_edges=True)
     from semsynth.data.cache import resolve_cache
 
     ds.cache, ds.cache_reason = resolve_cache(ds, cfg)
     return ds
+
+
+def _check_instance_maps(ds: PairedDataset, cfg: DataConfig) -> None:
+    if not getattr(ds, "has_instance_maps", False):
+        raise ConfigError(f"data.instance_edges: dataset {cfg.dataset!r} has no instance maps "
+                          "(cityscapes and coco_stuff have)")
+    missing = ds.missing_instance_files()
+    if missing:
+        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise DataError(f"data.instance_edges: {len(missing)} instance maps missing: "
+                        + ", ".join(str(p) for p in missing[:5]) + more)
 
 
 def dataset_info(cfg: DataConfig) -> DatasetInfo:
@@ -75,12 +92,15 @@ def dataset_info(cfg: DataConfig) -> DatasetInfo:
     """
     factory = _factory(cfg)
     fn = getattr(factory, "dataset_info", None)
-    if fn is not None:
-        return fn(cfg)
-    info = getattr(factory, "INFO", None)  # third-party datasets may expose a constant
-    if isinstance(info, DatasetInfo):
-        return info
-    raise ConfigError(f"dataset {cfg.dataset!r} does not provide its label space (dataset_info)")
+    info = fn(cfg) if fn is not None else getattr(factory, "INFO", None)  # third-party: a constant
+    if not isinstance(info, DatasetInfo):
+        raise ConfigError(f"dataset {cfg.dataset!r} does not provide its label space (dataset_info)")
+    if cfg.instance_edges:
+        if not getattr(factory, "has_instance_maps", False):
+            raise ConfigError(f"data.instance_edges: dataset {cfg.dataset!r} has no instance maps "
+                              "(cityscapes and coco_stuff have)")
+        info = dataclasses.replace(info, instance_edges=True)
+    return info
 
 
 def label_lut(name: str):

@@ -4,7 +4,13 @@ A dataset item is ``(image, label)``:
 
 * ``image``: ``(3, H, W)`` float32 tensor in ``[-1, 1]`` (``x / 127.5 - 1`` of uint8 RGB);
 * ``label``: ``(H, W)`` int64 tensor of label ids ``0 .. info.semantic_nc - 1`` (the
-  don't-care id, if any, is ``info.ignore_index``).
+  don't-care id, if any, is ``info.ignore_index``);
+
+and with ``info.instance_edges`` (``data.instance_edges``, datasets with instance maps:
+Cityscapes, COCO-Stuff) a third element, ``edges``: ``(1, H, W)`` float32 in {0, 1}, the
+edge map (:func:`semsynth.labels.edge_map`) of the instance map after the same resize
+(nearest), crop and flip as the label — as the official SPADE code, which transforms the
+instance map with the label's transform and takes its edges at the model's resolution.
 
 Every bad input raises :class:`semsynth.types.DataError` whose message names the file (or
 folder) and the offending value: an unreadable or truncated image, label ids outside the
@@ -438,6 +444,37 @@ class PairedDataset(torch.utils.data.Dataset):
             return None
         return np.random.default_rng([self.seed, self.epoch, int(index)])
 
+    # -- instance maps ---------------------------------------------------------------
+    #: whether :meth:`instance_file` is implemented (datasets with instance maps)
+    has_instance_maps = False
+
+    def instance_file(self, i: int) -> Path:
+        """The instance-id map of pair ``i`` (datasets with instance maps override this).
+
+        Raises:
+            ConfigError: this dataset has no instance maps.
+        """
+        raise ConfigError(f"dataset {self.info.name!r} has no instance maps (data.instance_edges: true)")
+
+    def load_instance(self, i: int) -> np.ndarray:
+        """The full-resolution instance-id map of pair ``i``: ``(H, W)`` integer ids.
+
+        Raises:
+            DataError: unreadable file, or not the size of the label map.
+        """
+        i = self._index(i)
+        path = self.instance_file(i)
+        inst = _raw_label(path)
+        lab = self._label(i)
+        if inst.shape != lab.shape:
+            raise DataError(f"instance map {path} is {inst.shape[1]}x{inst.shape[0]} (WxH), its label "
+                            f"{self.pairs[i][1]} is {lab.shape[1]}x{lab.shape[0]}")
+        return inst
+
+    def missing_instance_files(self) -> list[Path]:
+        """Instance files of the pairs that do not exist (empty when all are there)."""
+        return [p for p in (self.instance_file(i) for i in range(len(self))) if not p.is_file()]
+
     # -- reading --------------------------------------------------------------------
     def __len__(self) -> int:
         """Number of pairs."""
@@ -530,32 +567,40 @@ class PairedDataset(torch.utils.data.Dataset):
             )
         return img, lab
 
-    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Item ``i``: image ``(3, h, w)`` float32 in [-1, 1], label ``(h, w)`` int64 ids.
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, ...]:
+        """Item ``i``: image ``(3, h, w)`` float32 in [-1, 1], label ``(h, w)`` int64 ids, and
+        with ``info.instance_edges`` the edge map ``(1, h, w)`` float32 in {0, 1}.
 
         Training items draw crop/flip from ``default_rng([seed, epoch, i])``; evaluation
         items (``train=False``) are deterministic (plain resize, no crop, no flip).
 
         Raises:
-            DataError: see :meth:`load_pair`.
+            DataError: see :meth:`load_pair` and :meth:`load_instance`.
         """
         i = self._index(i)
-        from semsynth.data.transforms import PairedTransform
+        from semsynth.data.transforms import PairedTransform, resize_label, to_tensor_image
 
+        edges = self.info.instance_edges
         if self.cache and isinstance(self.transform, PairedTransform):
             # keep the resized pair (the deterministic step) in memory; crop/flip per call
             hit = self._resized_cache.get(i)
             if hit is None:
                 img, lab = self.load_pair(i, _keep=False)  # only the resized pair is kept
                 hit = self.transform.resize(img, lab)
+                if edges:
+                    hit = hit + (resize_label(self.load_instance(i), *hit[1].shape),)
                 self._resized_cache[i] = hit
-            return self.transform.crop_flip(hit[0], hit[1], self.rng(i))
+            return self.transform.crop_flip(*hit[:2], self.rng(i), *hit[2:])
         img, lab = self.load_pair(i)
+        inst = self.load_instance(i) if edges else None
         if self.transform is None:
-            from semsynth.data.transforms import to_tensor_image
+            item = (to_tensor_image(img), torch.from_numpy(lab.astype(np.int64)))
+            if edges:
+                from semsynth.labels import edge_map
 
-            return to_tensor_image(img), torch.from_numpy(lab.astype(np.int64))
-        return self.transform(img, lab, self.rng(i))
+                item += (edge_map(torch.from_numpy(inst.astype(np.int64))[None])[0],)
+            return item
+        return self.transform(img, lab, self.rng(i), inst)
 
     def __repr__(self) -> str:
         return (f"{type(self).__name__}({self.info.name!r}, {len(self)} pairs, root={str(self.root)!r}, "

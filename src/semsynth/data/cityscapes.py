@@ -8,7 +8,8 @@ Layout (official)::
     <root>/gtFine/<split>/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
 
 (``gtFine`` also holds ``*_color.png``, ``*_instanceIds.png``, ``*_polygons.json``; only
-``*_gtFine_labelIds.png`` is read.) Splits: ``train`` (2,975), ``val`` (500), ``test``.
+``*_gtFine_labelIds.png`` is read, and ``*_gtFine_instanceIds.png`` with
+``data.instance_edges``.) Splits: ``train`` (2,975), ``val`` (500), ``test``.
 
 Label ids are the 34 labelIds 0-33 (not the 19 trainIds): 0 = unlabeled is the don't-care
 id, ``semantic_nc`` = 34. The other void ids (1-6) and the ids ignored in the official
@@ -36,6 +37,7 @@ __all__ = ["INFO", "LABELS", "Cityscapes"]
 
 IMAGE_SUFFIX = "_leftImg8bit.png"
 LABEL_SUFFIX = "_gtFine_labelIds.png"
+INSTANCE_SUFFIX = "_gtFine_instanceIds.png"
 
 #: (labelId, name, RGB colour) of cityscapesScripts ``labels.py`` (license plate, id -1,
 #: is not drawn into labelIds images).
@@ -102,8 +104,23 @@ TRAIN_ID_INFO = DatasetInfo(
     extra={"title": "Cityscapes (train ids)", "label_ids": "train"},
 )
 
-#: Options of this dataset: ``label_ids``: ``"label"`` (default, labelIds 0-33) or ``"train"``.
-OPTIONS = ("label_ids",)
+#: The labelId space with the official codes' unused 35th channel (``data.options.label_nc:
+#: 35``): NVlabs/SPADE and xh-liu/CC-FPSE ``data/cityscapes_dataset.py`` set ``label_nc 35``
+#: (labelIds 0-33 never fill channel 34), so their networks (and checkpoints) have one more
+#: input channel than the 34 labelIds.
+INFO_35 = DatasetInfo(
+    name="cityscapes",
+    class_names=INFO.class_names + ("unused (official channel 34)",),
+    palette=INFO.palette + ((0, 0, 0),),
+    ignore_index=0,
+    extra={"title": "Cityscapes", "label_nc": 35},
+)
+
+#: Options of this dataset: ``label_ids``: ``"label"`` (default, labelIds 0-33) or
+#: ``"train"``; ``polegroup`` (only with ``label_ids: train``): ``"void"`` (default, as the
+#: official evaluation) or ``"pole"`` (CRN's input: see :func:`train_id_lut`); ``label_nc``
+#: (only with ``label_ids: label``): 34 (default) or 35 (:data:`INFO_35`).
+OPTIONS = ("label_ids", "polegroup", "label_nc")
 
 
 def _label_ids(cfg: DataConfig | None) -> str:
@@ -112,16 +129,39 @@ def _label_ids(cfg: DataConfig | None) -> str:
     if mode not in ("label", "train"):
         raise ConfigError(f"data.options.label_ids: {mode!r} is not 'label' (labelIds 0-33) or 'train' "
                           "(19 train ids + void)")
+    pg = opts.get("polegroup")
+    if pg is not None and (mode != "train" or pg not in ("void", "pole")):
+        raise ConfigError(f"data.options.polegroup: {pg!r} must be 'void' or 'pole', and only with "
+                          f"data.options.label_ids: train (got label_ids {mode!r})")
+    nc = opts.get("label_nc")
+    if nc is not None and (mode != "label" or nc not in (34, 35)):
+        raise ConfigError(f"data.options.label_nc: {nc!r} must be 34 or 35, and only with "
+                          f"data.options.label_ids: label (got label_ids {mode!r})")
     return mode
 
 
-def train_id_lut() -> np.ndarray:
+def _info(cfg: DataConfig | None) -> DatasetInfo:
+    if _label_ids(cfg) == "train":
+        return TRAIN_ID_INFO
+    return INFO_35 if (cfg.options or {}).get("label_nc") == 35 else INFO
+
+
+def train_id_lut(polegroup: str = "void") -> np.ndarray:
     """labelId (0-33) → train id (0-18), every other labelId → 19 (void); ``(256,)`` int64
-    with -1 for raw values that are not labelIds."""
+    with -1 for raw values that are not labelIds.
+
+    ``polegroup="pole"`` maps polegroup (labelId 18) to pole (5) instead: CRN's label maps
+    are cityscapesScripts colour images, where polegroup has pole's colour (153, 153, 153),
+    so CRN's colour-to-class step (CQFIO/PhotographicImageSynthesis ``demo_256p.py``) reads it
+    as pole. The ground truth of the evaluation then counts those pixels as pole too.
+    """
     from semsynth.data.cityscapes_ids import cityscapes_label_to_train_id
 
     train = cityscapes_label_to_train_id(np.arange(34))
-    return make_lut({i: (int(t) if t != 255 else 19) for i, t in enumerate(train)})
+    lut = {i: (int(t) if t != 255 else 19) for i, t in enumerate(train)}
+    if polegroup == "pole":
+        lut[18] = lut[17]
+    return make_lut(lut)
 
 
 def _key(path: Path, suffix: str) -> tuple[str, str]:
@@ -157,9 +197,18 @@ class Cityscapes(PairedDataset):
                 if k in out:
                     raise DataError(f"two files for {k[1]} in city {k[0]}: {out[k]} and {f}")
                 out[k] = f
-        super().__init__(pair_by_key(images, labels, img_dir, lab_dir), TRAIN_ID_INFO if train_ids else INFO,
+        super().__init__(pair_by_key(images, labels, img_dir, lab_dir), _info(cfg),
                          transform_from_config(cfg, train), train=train, seed=seed, cache=cfg.cache, root=root,
-                         lut=train_id_lut() if train_ids else None)
+                         lut=train_id_lut(str((cfg.options or {}).get("polegroup", "void")))
+                         if train_ids else None)
+
+    has_instance_maps = True
+
+    def instance_file(self, i: int) -> Path:
+        """``<city>_<seq>_<frame>_gtFine_instanceIds.png`` next to the label file (ids below
+        1000 are labelIds of regions without instances, ``labelId·1000 + k`` instance k)."""
+        lab = self.pairs[i][1]
+        return lab.with_name(lab.name[: -len(LABEL_SUFFIX)] + INSTANCE_SUFFIX)
 
     def name_of(self, image_path: Path) -> str:
         """``<city>_<seq>_<frame>`` (the image file name without ``_leftImg8bit.png``)."""
@@ -168,10 +217,11 @@ class Cityscapes(PairedDataset):
 
     @staticmethod
     def dataset_info(cfg: DataConfig | None = None) -> DatasetInfo:
-        """The label space (no file is read): :data:`INFO`, or :data:`TRAIN_ID_INFO` with
+        """The label space (no file is read): :data:`INFO`, :data:`INFO_35` with
+        ``data.options.label_nc: 35``, or :data:`TRAIN_ID_INFO` with
         ``data.options.label_ids: train``.
 
         Raises:
-            ConfigError: an unknown option or ``label_ids`` value.
+            ConfigError: an unknown option or value.
         """
-        return TRAIN_ID_INFO if _label_ids(cfg) == "train" else INFO
+        return _info(cfg)

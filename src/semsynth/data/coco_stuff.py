@@ -6,7 +6,7 @@ Layout (SPADE ``datasets/coco_stuff``)::
 
     <root>/train_img/*.jpg     COCO 2017 train images
     <root>/train_label/*.png   grey label maps (``stuffthingmaps``), same stems
-    <root>/train_inst/*.png    instance maps (not read)
+    <root>/train_inst/*.png    instance maps (read with ``data.instance_edges``)
     <root>/val_img/*.jpg, <root>/val_label/*.png, <root>/val_inst/*.png
 
 Label file values are COCO-Stuff id − 1: 0 = person … 90 = hair brush (things, COCO ids
@@ -17,6 +17,8 @@ blender, hair brush) are never annotated in COCO but keep their channels.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from semsynth.config import DataConfig, data_root
 from semsynth.data.base import PairedDataset, check_options, color_map, index_by_stem, list_files, make_lut, pair_by_key
@@ -97,6 +99,14 @@ class COCOStuff(PairedDataset):
         labels = index_by_stem(list_files(lab_dir, (".png",)))
         super().__init__(pair_by_key(images, labels, img_dir, lab_dir), INFO, transform_from_config(cfg, train),
                          train=train, seed=seed, cache=cfg.cache, lut=LUT, root=root)
+
+    has_instance_maps = True
+
+    def instance_file(self, i: int) -> Path:
+        """``<root>/<split>_inst/<stem>.png`` (SPADE ``datasets/coco_generate_instance_map.py``
+        output: grey PNG, one value per instance)."""
+        lab = self.pairs[i][1]
+        return lab.parent.with_name(lab.parent.name[: -len("_label")] + "_inst") / lab.name
 
     @staticmethod
     def dataset_info(cfg: DataConfig | None = None) -> DatasetInfo:

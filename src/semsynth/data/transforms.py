@@ -116,18 +116,21 @@ class PairedTransform:
         flipped = bool(self.flip and rng is not None and rng.random() < 0.5)
         return top, left, flipped
 
-    def __call__(self, image: np.ndarray, label: np.ndarray,
-                 rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, image: np.ndarray, label: np.ndarray, rng: np.random.Generator | None = None,
+                 instance: np.ndarray | None = None) -> tuple[torch.Tensor, ...]:
         """Transform one pair.
 
         Args:
             image: ``(H, W, 3)`` uint8 RGB.
             label: ``(H, W)`` integer ids (any integer dtype), same H, W as ``image``.
             rng: the pair's generator, or ``None`` for no randomness (centre crop, no flip).
+            instance: optional ``(H, W)`` instance-id map: resized (nearest), cropped and
+                flipped with the label, then turned into its edge map.
 
         Returns:
             image ``(3, height, width)`` float32 in [-1, 1] and label ``(height, width)``
-            int64 with the input's ids only.
+            int64 with the input's ids only; with ``instance``, also its edge map
+            ``(1, height, width)`` float32 in {0, 1} (:func:`semsynth.labels.edge_map`).
 
         Raises:
             ValueError: wrong shapes/dtypes or image and label sizes that differ.
@@ -139,7 +142,11 @@ class PairedTransform:
         if image.shape[:2] != label.shape:
             raise ValueError(f"image {image.shape[:2]} and label {label.shape} sizes differ")
         img, lab = self.resize(image, label)
-        return self.crop_flip(img, lab, rng)
+        if instance is None:
+            return self.crop_flip(img, lab, rng)
+        if instance.shape != label.shape:
+            raise ValueError(f"instance map {instance.shape} and label {label.shape} sizes differ")
+        return self.crop_flip(img, lab, rng, resize_label(instance, *lab.shape))
 
     def resize(self, image: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """The deterministic first step: resize to the load size (or the output size).
@@ -156,23 +163,32 @@ class PairedTransform:
         rw = self.load_width if self.load_width is not None else self.width
         return resize_image(image, rh, rw), resize_label(label, rh, rw)
 
-    def crop_flip(self, img: np.ndarray, lab: np.ndarray,
-                  rng: np.random.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def crop_flip(self, img: np.ndarray, lab: np.ndarray, rng: np.random.Generator | None = None,
+                  instance: np.ndarray | None = None) -> tuple[torch.Tensor, ...]:
         """The random second step on a resized pair: crop and flip with one shared draw.
 
         Args:
             img: ``(rh, rw, 3)`` uint8, lab: ``(rh, rw)`` integer ids (output of :meth:`resize`).
             rng: the pair's generator, or ``None`` (centre crop, no flip).
+            instance: optional ``(rh, rw)`` instance ids, resized like ``lab``.
 
         Returns:
-            image ``(3, height, width)`` float32 in [-1, 1], label ``(height, width)`` int64.
+            image ``(3, height, width)`` float32 in [-1, 1], label ``(height, width)`` int64;
+            with ``instance``, also its edge map ``(1, height, width)`` float32 in {0, 1},
+            taken after the crop and flip.
         """
         top, left, flipped = self.params(rng)
+        maps = [lab] if instance is None else [lab, instance]
         img = img[top: top + self.height, left: left + self.width]
-        lab = lab[top: top + self.height, left: left + self.width]
+        maps = [m[top: top + self.height, left: left + self.width] for m in maps]
         if flipped:
-            img, lab = img[:, ::-1], lab[:, ::-1]
-        return to_tensor_image(img), torch.from_numpy(np.ascontiguousarray(lab).astype(np.int64))
+            img, maps = img[:, ::-1], [m[:, ::-1] for m in maps]
+        ids = [torch.from_numpy(np.ascontiguousarray(m).astype(np.int64)) for m in maps]
+        if instance is None:
+            return to_tensor_image(img), ids[0]
+        from semsynth.labels import edge_map
+
+        return to_tensor_image(img), ids[0], edge_map(ids[1][None])[0]
 
     def __repr__(self) -> str:
         load = "" if self.load_height is None else f", load={self.load_height}x{self.load_width}"

@@ -19,12 +19,14 @@ def _print_result(result: dict, as_json: bool) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """``semsynth eval CHECKPOINT [--split val] [--metrics ...] [--limit N] [--out DIR] [--json]``."""
+    """``semsynth eval CHECKPOINT [--split val] [--metrics ...] [--limit N] [--out DIR] [--json]
+    [--vae-latent prior|encode_real]``."""
     from semsynth.eval.evaluate import evaluate_checkpoint, parse_metrics
     from semsynth.model.build import select_device
 
     res = evaluate_checkpoint(args.checkpoint, split=args.split, metrics=parse_metrics(args.metrics),
-                              limit=args.limit, out_dir=args.out, device=select_device(args.device))
+                              limit=args.limit, out_dir=args.out, device=select_device(args.device),
+                              vae_latent=args.vae_latent)
     _print_result(res, args.json)
     return 0
 
@@ -58,6 +60,9 @@ def add_commands(sub) -> None:
     e.add_argument("--split", default=None, help="default: the config's val split")
     e.add_argument("--metrics", default="fid,kid,miou,diversity")
     e.add_argument("--limit", type=int, default=None, help="first N label maps sorted by file name")
+    e.add_argument("--vae-latent", choices=("prior", "encode_real"), default=None,
+                   help="a VAE generator's latent: prior (seeded N(0, I)) or encode_real (the official SPADE/CC-FPSE "
+                        "test protocol: the encoded real photo); default: the checkpoint's eval.vae_latent")
     e.add_argument("--out", default=None, help="write metrics.json and a few images here")
     e.add_argument("--json", action="store_true", help="print one JSON object on the last line")
     e.add_argument("--device", default="auto")

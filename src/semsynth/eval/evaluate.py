@@ -67,16 +67,24 @@ def _stack(items: Sequence[torch.Tensor]) -> torch.Tensor:
     return torch.stack(list(items)) if items else torch.empty(0)
 
 
-def split_images(dataset, limit: int | None) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+def split_items(dataset, limit: int | None) -> tuple[list[int], torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """The first ``limit`` pairs (sorted by name) at the training resolution.
 
     Returns:
-        indices, images ``(N, 3, H, W)`` float in [-1, 1], labels ``(N, H, W)`` int64.
+        indices, images ``(N, 3, H, W)`` float in [-1, 1], labels ``(N, H, W)`` int64, and
+        the instance-edge maps ``(N, 1, H, W)`` of a dataset read with
+        ``data.instance_edges`` (else ``None``).
     """
     n = len(dataset) if limit is None else min(limit, len(dataset))
     idx = list(range(n))
     items = [dataset[i] for i in idx]
-    return idx, _stack([x for x, _ in items]), _stack([y for _, y in items])
+    edges = _stack([it[2] for it in items]) if dataset.info.instance_edges else None
+    return idx, _stack([it[0] for it in items]), _stack([it[1] for it in items]), edges
+
+
+def split_images(dataset, limit: int | None) -> tuple[list[int], torch.Tensor, torch.Tensor]:
+    """:func:`split_items` without the edge maps: indices, images, labels."""
+    return split_items(dataset, limit)[:3]
 
 
 def _real_set(cfg: Config, split: str, limit: int | None):
@@ -184,16 +192,18 @@ def miou_of(images, dataset, indices: Sequence[int], info: DatasetInfo, device: 
 
 
 def diversity_of(sampler, labels: torch.Tensor, num_maps: int, num_samples: int, base_seed: int,
-                 device: torch.device) -> dict:
+                 device: torch.device, edges: torch.Tensor | None = None) -> dict:
     """Mean pairwise MS-SSIM and LPIPS over ``num_samples`` seeds for each of the first
-    ``num_maps`` label maps ``(N, H, W)``."""
+    ``num_maps`` label maps ``(N, H, W)`` (with their ``(N, 1, H, W)`` instance-edge maps,
+    if any); a VAE generator's latent comes from the prior (seeded)."""
     from semsynth.eval.diversity import load_lpips, lpips_pairwise, ms_ssim_pairwise
 
     lp = load_lpips(device)
     ms, lps = [], []
     for m in range(min(num_maps, labels.shape[0])):
         seeds = [base_seed + 1000 * (m + 1) + k for k in range(num_samples)]
-        samples = sampler.sample_many(labels[m].to(sampler.device), seeds)
+        samples = sampler.sample_many(labels[m].to(sampler.device), seeds,
+                                      edges=None if edges is None else edges[m])
         ms.append(float(ms_ssim_pairwise(samples)))
         lps.append(float(lpips_pairwise(samples.to(device), lp)))
     out = {"ms_ssim": float(np.mean(ms)), "lpips": float(np.mean(lps)),
@@ -223,8 +233,12 @@ def _run_metrics(metrics, compute: dict) -> tuple[dict, dict]:
 def evaluate_checkpoint(path: str | os.PathLike, split: str | None = None, metrics=ALL_METRICS,
                         limit: int | None = None, out_dir: str | os.PathLike | None = None,
                         device: str | torch.device = "cpu", diversity_maps: int = 10,
-                        diversity_samples: int = 5, save_images: int = 8) -> dict:
+                        diversity_samples: int = 5, save_images: int = 8, vae_latent: str | None = None) -> dict:
     """Evaluate a checkpoint's EMA generator on a split (see the module docstring).
+
+    ``vae_latent``: ``prior`` or ``encode_real`` for a VAE generator (default: the
+    checkpoint's ``eval.vae_latent``; see :class:`semsynth.config.EvalConfig`); with
+    ``data.instance_edges`` the dataset's instance-edge maps are passed to the generator.
 
     Returns:
         A dict with ``fid``, ``kid``, ``kid_std``, ``miou``, ``pixel_acc``, ``per_class_iou``, ``ms_ssim``,
@@ -243,9 +257,17 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str | None = None, metri
     ds = build_dataset(cfg.data, split, train=False, seed=cfg.seed)
     if ds.info.semantic_nc != sampler.info.semantic_nc or ds.info.name != sampler.info.name:
         raise SemsynthError(f"{path}: checkpoint label space {sampler.info.name} does not match dataset {ds.info.name}")
-    idx, real, labels = split_images(ds, limit)
+    idx, real, labels, edges = split_items(ds, limit)
     seeds = [cfg.eval.seed + i for i in idx]
-    fake = sampler.generate(labels.to(device), seeds=seeds)
+    vae_latent = vae_latent or cfg.eval.vae_latent
+    z = None
+    if vae_latent == "encode_real":
+        if not sampler.generator.has_encoder:
+            raise SemsynthError(f"{path}: eval.vae_latent encode_real needs a generator with the VAE image encoder")
+        z = sampler.posterior_latent(real, seeds)
+    elif vae_latent != "prior":
+        raise SemsynthError(f"vae_latent must be prior or encode_real, got {vae_latent!r}")
+    fake = sampler.generate(labels.to(device), seeds=None if z is not None else seeds, z=z, edges=edges)
     feats: dict = {}
 
     def fake_features():  # computed once, shared by FID and KID
@@ -269,11 +291,13 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str | None = None, metri
         "kid": kid,
         "miou": lambda: miou_of(list(fake), ds, idx, sampler.info, device),
         "diversity": lambda: diversity_of(sampler, labels, diversity_maps, diversity_samples,
-                                          cfg.eval.seed, device),
+                                          cfg.eval.seed, device, edges),
     }
     result, absent = _run_metrics(metrics, compute)
     result.update({"n_images": len(idx), "resolution": [cfg.data.height, cfg.data.width], "split": split,
                    "checkpoint": str(path), "step": sampler.checkpoint_step, "method": cfg.method})
+    if sampler.generator.has_encoder:
+        result["vae_latent"] = vae_latent
     if absent:
         result["absent"] = absent
     result["seconds"] = round(time.time() - t0, 2)

@@ -1,4 +1,4 @@
-"""KL divergence of a diagonal Gaussian encoder to N(0, I) (the VAE term of SPADE's encoder).
+"""KL divergence of a diagonal Gaussian encoder to N(0, I) (the VAE term of SPADE's and CC-FPSE's encoder).
 
 ``KL = −½ Σ (1 + log σ² − μ² − σ²)``, summed over the batch and the latent dimensions (not
 averaged), as NVlabs/SPADE ``models/networks/loss.py`` (``KLDLoss``); SPADE weights it by
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-__all__ = ["kl_divergence", "reparameterize"]
+__all__ = ["kl_divergence", "reparameterize", "encode_latent"]
 
 
 def kl_divergence(mu: torch.Tensor, logvar: torch.Tensor, shard=None) -> torch.Tensor:
@@ -53,3 +53,23 @@ def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, generator: torch.Gene
     else:
         eps = torch.randn(mu.shape, generator=generator).to(mu.device, mu.dtype)
     return mu + eps * torch.exp(0.5 * logvar)
+
+
+def encode_latent(generator, image: torch.Tensor, rng: torch.Generator | None = None,
+                  shard=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """A VAE generator's training latent of the real photos and its KL term (SPADE and
+    CC-FPSE ``models/pix2pix_model.py``: ``encode_z`` then ``KLDLoss``, before the weight).
+
+    Args:
+        generator: a :class:`semsynth.methods.base.Generator` with an encoder.
+        image: ``(N, 3, H, W)`` real photos in [-1, 1].
+        rng, shard: as :func:`reparameterize`.
+
+    Returns:
+        ``(z, kl)``: ``(N, z_dim)`` sample and the unweighted scalar KL (:func:`kl_divergence`).
+
+    Raises:
+        ValueError: the generator has no encoder.
+    """
+    mu, logvar = generator.encode(image)
+    return reparameterize(mu, logvar, rng, shard), kl_divergence(mu, logvar, shard)

@@ -36,7 +36,9 @@ class Generator(nn.Module):
         num_outputs: fixed images per label map of a noise-free generator (CRN's ``k``:
             seed ``i`` selects output ``i mod k``); 1 otherwise.
         has_encoder: whether :meth:`encode` maps a photo to a latent (style-guided
-            synthesis, SPADE with its encoder).
+            synthesis): true when the generator has an ``encoder`` submodule, the VAE image
+            encoder (:class:`semsynth.nn.encoder.ConvEncoder`) of SPADE or CC-FPSE built with
+            ``use_vae`` (a submodule, so the EMA and exports carry it).
 
     Subclasses set these in ``__init__`` (or as class attributes) and implement
     :meth:`forward`.
@@ -56,16 +58,19 @@ class Generator(nn.Module):
 
     @property
     def has_encoder(self) -> bool:
-        """True when :meth:`encode` is available (default: no encoder)."""
-        return False
+        """True when :meth:`encode` is available (an ``encoder`` submodule is set)."""
+        return self._modules.get("encoder") is not None
 
     def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """``(mu, logvar)``, each ``(N, z_dim)``, of photos ``(N, 3, H, W)`` in [-1, 1].
 
         Raises:
-            ValueError: this generator has no image encoder.
+            ValueError: this generator has no image encoder (``use_vae`` false).
         """
-        raise ValueError(f"{type(self).__name__} has no image encoder")
+        encoder = self._modules.get("encoder")
+        if encoder is None:
+            raise ValueError(f"{type(self).__name__} has no image encoder (model.generator.use_vae is false)")
+        return encoder(image)
 
     def forward(self, label_onehot: torch.Tensor, z: torch.Tensor | None = None,
                 seeds: Sequence[int] | None = None) -> torch.Tensor:
@@ -135,6 +140,9 @@ class Method(nn.Module):
     #: misses them (SPADE, CC-FPSE: :mod:`semsynth.nn.init`).
     official_init_spectral_norm_weights: bool = True
     generator: Generator
+    #: the networks take the instance-edge channel (``data.instance_edges``; SPADE, CC-FPSE):
+    #: ``phase_losses`` then accepts ``edges=``
+    takes_instance_edges: bool = False
     #: names of generator parameters never trained (``train.freeze``; :meth:`freeze_generator`)
     frozen: frozenset = frozenset()
 
@@ -189,8 +197,10 @@ class Method(nn.Module):
         ignore, each with the reason. :func:`semsynth.config.load_config` rejects a YAML file
         or ``--set`` that gives one of them (checkpoints' stored configs are not checked).
 
-        Default: ``train.lr_d`` when there is no ``"D"`` phase; ``train.lr_g``/``lr_d``/
-        ``betas``/``precision``/``compile`` when there are no phases at all. Methods add their own.
+        Default: ``train.lr_d`` when there is no ``"D"`` phase; the optimizer's and warm
+        start's keys when there are no phases at all; ``data.instance_edges`` unless
+        :attr:`takes_instance_edges`; ``eval.vae_latent`` (VAE methods drop it with their
+        encoder). Methods add their own.
 
         Args:
             cfg: the whole :class:`semsynth.config.Config` (``cfg.model`` is this method's).
@@ -198,23 +208,31 @@ class Method(nn.Module):
         Returns:
             ``{dotted key: why it is ignored}``.
         """
+        out = {"eval.vae_latent": "only a generator with the VAE image encoder (SPADE or CC-FPSE with "
+                                  "model.generator.use_vae: true) has a latent to encode"}
+        if not cls.takes_instance_edges:
+            out["data.instance_edges"] = (f"{cls.__name__}'s networks take no instance-edge channel "
+                                          "(SPADE and CC-FPSE do)")
         if not cls.phases:
             why = "this method is fitted in one pass, without an optimizer"
-            return {"train.lr_g": why, "train.lr_d": why, "train.betas": why, "train.precision": why,
-                    "train.compile": why, "train.init_from": why, "train.init_skip": why, "train.freeze": why}
-        if "D" not in cls.phases:
-            return {"train.lr_d": f"this method has no discriminator (phases {list(cls.phases)}); its "
-                                  f"learning rate is train.lr_g"}
-        return {}
+            out.update({"train.lr_g": why, "train.lr_d": why, "train.betas": why, "train.precision": why,
+                        "train.compile": why, "train.init_from": why, "train.init_skip": why, "train.freeze": why})
+        elif "D" not in cls.phases:
+            out["train.lr_d"] = (f"this method has no discriminator (phases {list(cls.phases)}); its "
+                                 f"learning rate is train.lr_g")
+        return out
 
     def parameter_counts(self) -> dict[str, int]:
         """Parameter counts by network, as ``semsynth info`` reports them.
 
-        Default: ``"G"`` (the generator) and ``"D"`` (``self.discriminator``, if any).
-        Methods add their own entries (OASIS: G without the noise input channels; SPADE:
-        the image encoder ``"E"`` apart from G).
+        Default: ``"G"`` (the generator; without its VAE image encoder, which is ``"E"``, as
+        the official SPADE and CC-FPSE codes count them) and ``"D"`` (``self.discriminator``,
+        if any). Methods add their own entries (OASIS: G without the noise input channels).
         """
-        counts = {"G": count_parameters(self.generator)}
+        e = count_parameters(self.generator.encoder) if self.generator.has_encoder else 0
+        counts = {"G": count_parameters(self.generator) - e}
+        if self.generator.has_encoder:
+            counts["E"] = e
         disc = getattr(self, "discriminator", None)
         if isinstance(disc, nn.Module):
             counts["D"] = count_parameters(disc)
@@ -274,6 +292,10 @@ class Method(nn.Module):
     def phase_losses(self, phase: str, image: torch.Tensor, label: torch.Tensor,
                      rng: torch.Generator, shard: BatchShard | None = None) -> dict[str, torch.Tensor]:
         """Loss terms of one phase on one batch.
+
+        Methods with :attr:`takes_instance_edges` also accept ``edges``: ``(B, 1, H, W)``
+        float {0, 1} instance-edge maps (``None``: the label maps' class boundaries), the
+        last input channel (:func:`semsynth.labels.label_input`).
 
         Args:
             phase: one of ``phases``.

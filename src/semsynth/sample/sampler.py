@@ -24,7 +24,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from semsynth.labels import one_hot
+from semsynth.labels import label_input
 from semsynth.noise import class_region, local_noise, noise_from_seeds
 from semsynth.types import DataError, DatasetInfo, SemsynthError
 
@@ -120,11 +120,16 @@ class Sampler:
     # ----------------------------------------------------------------- sampling
     @torch.no_grad()
     def generate(self, label: torch.Tensor, seeds: Sequence[int] | None = None,
-                 z: torch.Tensor | None = None, batch_size: int = 16) -> torch.Tensor:
+                 z: torch.Tensor | None = None, batch_size: int = 16,
+                 edges: torch.Tensor | None = None) -> torch.Tensor:
         """Images for a batch of label maps.
 
         Args:
             label: ``(N, H, W)`` int64 at the generator's size (see :meth:`prepare_label`).
+            edges: ``(N, 1, H, W)`` instance-edge maps, for a checkpoint trained with
+                ``data.instance_edges`` (the evaluation passes the dataset's); ``None``: the
+                label maps' class boundaries (a painted or loaded label map has no instance
+                map: each class region counts as one instance). Ignored otherwise.
             seeds: one seed per label map (default ``0..N-1``) — ignored if ``z`` is given.
                 For a generator with ``k`` fixed outputs and no noise (CRN), seed ``i``
                 selects output ``i mod k``; for other noise-free generators seeds are unused.
@@ -145,7 +150,8 @@ class Sampler:
             raise ValueError("this generator takes no noise: pass seeds, not z")
         out = []
         for s in range(0, n, batch_size):
-            onehot = one_hot(label[s:s + batch_size].to(self.device), self.info.semantic_nc)
+            e = None if edges is None else edges[s:s + batch_size].to(self.device)
+            onehot = label_input(label[s:s + batch_size].to(self.device), self.info, e)
             if z is not None:
                 img = self.generator(onehot, z[s:s + batch_size].to(self.device))
             else:  # per-sample noise from the seeds; CRN: output seed mod k; deterministic: unused
@@ -153,10 +159,45 @@ class Sampler:
             out.append(img.float().cpu())
         return torch.cat(out)
 
-    def sample_many(self, label: torch.Tensor, seeds: Sequence[int], batch_size: int = 16) -> torch.Tensor:
-        """``len(seeds)`` images of one label map ``(1, H, W)`` or ``(H, W)`` → ``(K, 3, H, W)``."""
+    def sample_many(self, label: torch.Tensor, seeds: Sequence[int], batch_size: int = 16,
+                    edges: torch.Tensor | None = None) -> torch.Tensor:
+        """``len(seeds)`` images of one label map ``(1, H, W)`` or ``(H, W)`` → ``(K, 3, H, W)``
+        (``edges``: its ``(1, H, W)`` or ``(1, 1, H, W)`` instance-edge map, see :meth:`generate`)."""
         lab = label if label.dim() == 3 else label[None]
-        return self.generate(lab.expand(len(seeds), -1, -1), seeds=list(seeds), batch_size=batch_size)
+        e = None
+        if edges is not None:
+            e = edges.reshape(1, 1, *edges.shape[-2:]).expand(len(seeds), -1, -1, -1)
+        return self.generate(lab.expand(len(seeds), -1, -1), seeds=list(seeds), batch_size=batch_size, edges=e)
+
+    @torch.no_grad()
+    def posterior_latent(self, image: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+        """The official SPADE/CC-FPSE test latent (``models/pix2pix_model.py``, ``inference``):
+        ``z = μ + ε·σ`` of the encoded photos, ``ε`` drawn from each image's seed
+        (:func:`semsynth.noise.noise_from_seeds`).
+
+        Args:
+            image: ``(N, 3, H, W)`` float in [-1, 1] (the real photos of the label maps).
+            seeds: one per image.
+
+        Returns:
+            ``(N, z_dim)`` float32 on the sampler's device.
+
+        Raises:
+            DataError: the generator has no image encoder; ValueError: ``len(seeds) != N``.
+        """
+        if not self.generator.has_encoder:
+            raise DataError("the encoded-photo latent needs an image encoder (SPADE or CC-FPSE with "
+                            "model.generator.use_vae: true); this checkpoint has none")
+        if len(seeds) != image.shape[0]:
+            raise ValueError(f"{len(seeds)} seeds for {image.shape[0]} images")
+        from semsynth.noise import noise_from_seeds
+
+        out = []
+        for s in range(0, image.shape[0], 16):
+            mu, logvar = self.generator.encode(image[s:s + 16].float().to(self.device))
+            eps = noise_from_seeds(list(seeds[s:s + 16]), mu.shape[1], self.device)
+            out.append(mu + eps * torch.exp(0.5 * logvar))
+        return torch.cat(out)
 
     def region_resampling_unavailable(self) -> str | None:
         """Why this generator cannot re-sample a region (``None`` if it can).
@@ -178,7 +219,8 @@ class Sampler:
 
     @torch.no_grad()
     def style_latent(self, image: torch.Tensor | np.ndarray, source: str = "<style image>") -> torch.Tensor:
-        """Latent of a reference image for style-guided synthesis (SPADE with its encoder).
+        """Latent of a reference image for style-guided synthesis (SPADE or CC-FPSE with the
+        VAE encoder).
 
         The latent is the encoder's mean μ (no sampling), so the same reference always gives
         the same images: ``generate(label, z=style_latent(img).expand(N, -1))``. A uint8
@@ -198,8 +240,8 @@ class Sampler:
             DataError: the generator has no image encoder, or the image has the wrong shape.
         """
         if not self.generator.has_encoder:
-            raise DataError(f"{source}: style-guided synthesis needs an image encoder (SPADE with "
-                            "model.generator.use_vae: true); this checkpoint has none")
+            raise DataError(f"{source}: style-guided synthesis needs an image encoder (SPADE or CC-FPSE "
+                            "with model.generator.use_vae: true); this checkpoint has none")
         from semsynth.data.transforms import resize_image
 
         x = torch.as_tensor(np.array(image) if not isinstance(image, torch.Tensor) else image)

@@ -155,8 +155,8 @@ class _PhaseStep(nn.Module):
         self.method = method
         self.phase = phase
 
-    def forward(self, image, label, rng, shard):
-        return self.method.phase_losses(self.phase, image, label, rng, shard)
+    def forward(self, image, label, rng, shard, **extra):
+        return self.method.phase_losses(self.phase, image, label, rng, shard, **extra)
 
 
 def wrap_phases(method, ctx: DistContext) -> dict[str, nn.Module]:
@@ -175,8 +175,8 @@ def wrap_phases(method, ctx: DistContext) -> dict[str, nn.Module]:
         ctx: a distributed context (``world_size > 1``).
 
     Returns:
-        ``{phase: module}``; call as ``module(image, label, rng, shard)`` → the phase's
-        loss dict. Every parameter's ``requires_grad`` is left True.
+        ``{phase: module}``; call as ``module(image, label, rng, shard[, edges=...])`` → the
+        phase's loss dict. Every parameter's ``requires_grad`` is left True.
     """
     from torch.nn.parallel import DistributedDataParallel as DDP
 

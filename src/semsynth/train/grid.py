@@ -15,7 +15,7 @@ import torch
 from semsynth.config import Config
 from semsynth.data import build_dataset
 from semsynth.imageio import save_png
-from semsynth.labels import colorize, one_hot, to_uint8_image
+from semsynth.labels import colorize, label_input, to_uint8_image
 from semsynth.types import DatasetInfo
 
 __all__ = ["GRID_SEED", "SampleGrid", "grid_image"]
@@ -53,22 +53,23 @@ class SampleGrid:
 
     def __init__(self, cfg: Config, info: DatasetInfo) -> None:
         self.cfg, self.info = cfg, info
-        self._pairs: tuple[torch.Tensor, torch.Tensor] | None = None
+        self._pairs: tuple[torch.Tensor, ...] | None = None
 
-    def pairs(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(images (k, 3, H, W) float [-1, 1], label maps (k, H, W) int64)`` of the grid."""
+    def pairs(self) -> tuple[torch.Tensor, ...]:
+        """``(images (k, 3, H, W) float [-1, 1], label maps (k, H, W) int64)`` of the grid,
+        and with ``data.instance_edges`` their edge maps ``(k, 1, H, W)``."""
         if self._pairs is None:
             val = build_dataset(self.cfg.data, self.cfg.data.val_split, train=False, seed=self.cfg.seed)
             k = min(self.cfg.train.grid_labels, len(val))
             items = [val[int(i)] for i in np.linspace(0, len(val) - 1, k).round()]
-            self._pairs = (torch.stack([x for x, _ in items]), torch.stack([y for _, y in items]))
+            self._pairs = tuple(torch.stack(parts) for parts in zip(*items))
         return self._pairs
 
     @torch.no_grad()
     def render(self, ema: torch.nn.Module, device: torch.device) -> np.ndarray:
         """The grid image of generator ``ema`` (in eval mode) as uint8 HWC."""
-        image, label = self.pairs()
-        onehot = one_hot(label, self.info.semantic_nc).to(device)
+        image, label, *edges = self.pairs()
+        onehot = label_input(label, self.info, edges[0] if edges else None).to(device)
         samples = [to_uint8_image(ema(onehot, seeds=[GRID_SEED + j] * label.shape[0]))
                    for j in range(self.cfg.train.grid_samples)]
         return grid_image(colorize(label, self.info.palette), to_uint8_image(image), samples)

@@ -42,7 +42,7 @@ from semsynth.config import Config, config_to_dict, save_config
 from semsynth.data import build_dataset, dataset_info
 from semsynth.data.cache import resolve_num_workers
 from semsynth.data.transforms import transform_from_config
-from semsynth.labels import one_hot
+from semsynth.labels import label_input
 from semsynth.model.build import (
     build_method,
     compile_networks,
@@ -94,7 +94,8 @@ def make_optimizers(method, train_cfg) -> dict[str, torch.optim.Adam]:
 
 def train_step(method, optimizers: dict, image: torch.Tensor, label: torch.Tensor, rng: torch.Generator, *,
                shard: BatchShard | None = None, phase_modules: dict | None = None,
-               check: Callable | None = None, precision: str = "fp32") -> dict[str, torch.Tensor]:
+               check: Callable | None = None, precision: str = "fp32",
+               edges: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
     """One optimisation step of ``method``: its phases in order (e.g. G then D).
 
     For each phase only that phase's parameters require gradients (the network held fixed
@@ -114,6 +115,8 @@ def train_step(method, optimizers: dict, image: torch.Tensor, label: torch.Tenso
             ``method.phase_losses``.
         check: ``check(phase, losses)`` called before each backward (the loop raises
             :class:`TrainingDiverged` there on a non-finite loss).
+        edges: ``(B, 1, H, W)`` instance-edge maps of the batch (``data.instance_edges``),
+            passed on to ``phase_losses(..., edges=edges)``; ``None``: not passed.
         precision: ``fp32``, or ``bf16``: each phase's losses are computed under
             ``torch.autocast(image.device.type, torch.bfloat16)`` (``train.precision``); the
             backward and the optimizer step run outside it, on the fp32 weights.
@@ -137,13 +140,14 @@ def train_step(method, optimizers: dict, image: torch.Tensor, label: torch.Tenso
             p.requires_grad_(True)
         opt = optimizers[phase]
         opt.zero_grad(set_to_none=True)
+        extra = {} if edges is None else {"edges": edges}
         with torch.autocast(image.device.type, torch.bfloat16, enabled=precision == "bf16"):
             if phase_modules is not None:  # DDP: the backward averages the gradients over processes
-                losses = phase_modules[phase](image, label, rng, shard)
+                losses = phase_modules[phase](image, label, rng, shard, **extra)
             elif shard is None:
-                losses = method.phase_losses(phase, image, label, rng)
+                losses = method.phase_losses(phase, image, label, rng, **extra)
             else:
-                losses = method.phase_losses(phase, image, label, rng, shard)
+                losses = method.phase_losses(phase, image, label, rng, shard, **extra)
         if check is not None:
             check(phase, losses)
         losses["total"].backward()
@@ -472,9 +476,11 @@ class Trainer:
         count = self.cfg.train.ema.bn_refresh_batches
         for k in range(count):
             idx = [int(perm[(k * b + j) % n]) for j in range(b)]
-            label = torch.stack([self._refresh_set[i][1] for i in idx]).to(self.device)
+            items = [self._refresh_set[i] for i in idx]
+            label = torch.stack([it[1] for it in items]).to(self.device)
+            edges = torch.stack([it[2] for it in items]).to(self.device) if self.info.instance_edges else None
             seeds = [REFRESH_SEED_OFFSET + k * b + j for j in range(b)]
-            yield one_hot(label, self.info.semantic_nc), seeds
+            yield label_input(label, self.info, edges), seeds
 
     def refresh_ema_batchnorm(self) -> None:
         """Recompute the EMA generator's BatchNorm statistics (before grids/evals/exports)."""
@@ -657,8 +663,9 @@ class Trainer:
             for group in opt.param_groups:
                 group["lr"] = self.base_lr[p] * self.lr_scale
 
-    def _step(self, image: torch.Tensor, label: torch.Tensor) -> dict[str, float]:
-        """One optimisation step on this process's batch, then the EMA update.
+    def _step(self, image: torch.Tensor, label: torch.Tensor, edges: torch.Tensor | None = None) -> dict[str, float]:
+        """One optimisation step on this process's batch (and its instance-edge maps, with
+        ``data.instance_edges``), then the EMA update.
 
         Returns:
             The step's loss values (this process's).
@@ -671,9 +678,11 @@ class Trainer:
         local_b = tc.batch_size // ctx.world_size
         shard = (BatchShard(ctx.rank * local_b, local_b, tc.batch_size, self.info.semantic_nc, ctx.reduce_sum)
                  if ctx.distributed else None)
+        if edges is not None:
+            edges = edges.to(self.device, non_blocking=True)
         losses = train_step(self.method, self.optimizers, image, label, self.train_rng, shard=shard,
                             phase_modules=self._phase_modules, check=self._check_finite,
-                            precision=self.precision)
+                            precision=self.precision, edges=edges)
         logs = {k: float(v) for k, v in losses.items()}
         self.step += 1
         self.images_seen += tc.batch_size

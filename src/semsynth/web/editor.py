@@ -10,7 +10,12 @@ a painted picture of it, an uploaded file, a brushed region) into label maps and
   unchanged pixels keep their label (so an eraser restores it), changed pixels take the class
   of the nearest brush colour;
 * Generate: ``k`` images for seeds ``s … s + k − 1``, as ``semsynth sample --seeds s-(s+k-1)``;
-* Re-roll: :meth:`Sampler.resample_region` for a class or a brushed region.
+* Re-roll: :meth:`Sampler.resample_region` for a class or a brushed region;
+* a checkpoint trained with instance edges (``data.instance_edges``: SPADE/CC-FPSE on
+  Cityscapes, COCO-Stuff) gets the edge map of the painted label map's class boundaries: a
+  painted map has no instances, so each class region counts as one instance (two touching
+  cars painted as one region read as one car). The val maps chosen from the dataset also go
+  through the painted path, so they get class-boundary edges too.
 
 Every bad input raises :class:`semsynth.types.DataError` with a message for the page.
 """

@@ -3,10 +3,12 @@ Convolutions for Semantic Image Synthesis", NeurIPS 2019, Sec. 3.1; official xh-
 ``models/networks/generator.py`` (``CondConvGenerator``), ``architecture.py``
 (``DepthsepCCBlock``) and ``condconv.py`` (``DepthConv``)).
 
-* **Input.** The one-hot label map resized (nearest) to the first block's size, then a 3×3
-  conv to ``16·ngf`` channels (the official build without ``--use_vae``, whose parameter
-  counts ``../shared/README.md`` gives; with ``--use_vae`` the official code feeds the image
-  encoder's latent of the *real* image through a linear layer at training and test time).
+* **Input.** Without the encoder, the one-hot label map resized (nearest) to the first
+  block's size, then a 3×3 conv to ``16·ngf`` channels. With it (``use_vae``, the published
+  recipe: ``train.sh`` and every ``test_*.sh`` pass ``--use_vae``), a ``z_dim`` (256) latent
+  through ``Linear(z_dim, 16·ngf·h0·w0)``, reshaped; the shared VAE image encoder
+  (:mod:`semsynth.nn.encoder`, the official ``encoder.py``, identical to SPADE's) gives the
+  latent of the real photo in training.
 * **Weight-prediction network**, a feature pyramid over the label map: a 3×3 conv at full
   resolution, then ``k`` stride-2 3×3 convs down to the first block's size (``k`` = 5
   upsamplings for ``normal``, 6 for ``more``), all ``ngf`` wide; a top-down path adds the
@@ -35,7 +37,7 @@ kernel head predicts ``min(fin, fout)·9`` channels (the width it convolves; the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import torch
@@ -43,6 +45,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from semsynth.methods.base import Generator
+from semsynth.nn.encoder import ConvEncoder, EncoderConfig, latent_input
 from semsynth.nn.resize import resize_nearest
 from semsynth.nn.sizes import check_label_input, size_chain, upsampling_stages
 from semsynth.nn.spade import SPADE
@@ -65,12 +68,19 @@ class CCFPSEGeneratorConfig:
         num_upsampling_layers: ``normal`` (5; ADE20K, COCO-Stuff) or ``more`` (6; Cityscapes).
         hidden: channels of the weight-prediction heads' first conv and of SPADE's (128).
         spectral_norm: on the pyramid convs and the shortcut conv (official: yes).
+        use_vae: the VAE image encoder and a latent input (the published recipe); otherwise
+            the label-map input and no noise (deterministic).
+        z_dim: latent size (256; only with ``use_vae``).
+        encoder: :class:`semsynth.nn.encoder.EncoderConfig` (only with ``use_vae``).
     """
 
     ngf: int = 64
     num_upsampling_layers: str = "normal"
     hidden: int = 128
     spectral_norm: bool = True
+    use_vae: bool = False
+    z_dim: int = 256
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
 
 
 def conditional_depthwise_conv(x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
@@ -194,12 +204,13 @@ class CCFPSEGenerator(Generator):
         height, width: output size.
 
     Attributes:
-        z_dim: 0, noise ``"none"`` — deterministic, as the official build without ``--use_vae``.
+        z_dim, noise: with ``use_vae`` ``cfg.z_dim`` and ``"vector"`` (one latent per image);
+            otherwise 0 and ``"none"`` (deterministic: one image per label map).
+        encoder: the :class:`semsynth.nn.encoder.ConvEncoder` (``use_vae``) or ``None``.
 
     Raises:
         ConfigError: an unknown ``num_upsampling_layers``.
     """
-
 
     def __init__(self, cfg: CCFPSEGeneratorConfig, semantic_nc: int, height: int, width: int) -> None:
         super().__init__(cfg, semantic_nc, height, width)
@@ -207,7 +218,12 @@ class CCFPSEGenerator(Generator):
         k = upsampling_stages(mode, UPSAMPLING_LAYERS)
         self.sizes = list(zip(size_chain(height, k), size_chain(width, k)))
         nf = cfg.ngf
-        self.fc = nn.Conv2d(semantic_nc, 16 * nf, 3, padding=1)
+        self.z_dim = cfg.z_dim if cfg.use_vae else 0
+        self.noise = "vector" if cfg.use_vae else "none"
+        if cfg.use_vae:
+            self.fc = nn.Linear(cfg.z_dim, 16 * nf * self.sizes[0][0] * self.sizes[0][1])
+        else:
+            self.fc = nn.Conv2d(semantic_nc, 16 * nf, 3, padding=1)
         self.pyramid = LabelPyramid(semantic_nc, nf, k, cfg.spectral_norm)
         cond_nc = semantic_nc + nf
         # (name, in width, out width, resolution level)
@@ -217,25 +233,35 @@ class CCFPSEGenerator(Generator):
                                      for name, a, b, _ in plan})
         self._level = {name: lvl for name, _, _, lvl in plan}
         self.conv_img = nn.Conv2d(nf, 3, 3, padding=1)
+        self.encoder = ConvEncoder(cfg.encoder, cfg.z_dim) if cfg.use_vae else None
 
     def forward(self, label_onehot: torch.Tensor, z: torch.Tensor | None = None,
                 seeds: Sequence[int] | None = None) -> torch.Tensor:
-        """Generate images (``z`` and ``seeds`` are accepted and unused: no noise input).
+        """Generate images.
 
         Args:
             label_onehot: ``(N, semantic_nc, H, W)`` float one-hot at the configured size.
+            z: with ``use_vae``, ``(N, z_dim)`` latent (the encoder's sample or μ); must be
+                ``None`` without it.
+            seeds: with ``use_vae`` and ``z=None``, one seed per sample (z ~ N(0, I) seeded
+                per sample); with both ``None``, drawn from torch's global RNG. Ignored
+                without ``use_vae``.
 
         Returns:
             ``(N, 3, H, W)`` float in [-1, 1].
 
         Raises:
-            ValueError: wrong channels or size, or a ``z`` given.
+            ValueError: wrong channels or size; a latent that is not ``(N, z_dim)``; a ``z``
+                given to a generator without the encoder.
         """
         n, c, h, w = check_label_input(label_onehot, self.semantic_nc, self.height, self.width)
-        if z is not None:
-            raise ValueError("this CC-FPSE generator takes no noise (the official build without --use_vae)")
         levels = self.pyramid(label_onehot)
-        x = self.fc(resize_nearest(label_onehot, self.sizes[0]))
+        if self.encoder is not None:
+            x = latent_input(self.fc, z, seeds, n, self.sizes[0], label_onehot, "CC-FPSE")
+        elif z is not None:
+            raise ValueError("this CC-FPSE generator takes no noise (built without model.generator.use_vae)")
+        else:
+            x = self.fc(resize_nearest(label_onehot, self.sizes[0]))
         for name, blk in self.blocks.items():
             lvl = self._level[name]
             if x.shape[-2:] != self.sizes[lvl]:

@@ -22,10 +22,7 @@ semsynth extension: an output size that is not divisible by 2^doublings (CamVid'
 5 doublings) is reached by nearest resizing along the chain of sizes ``s_k = ceil(s_{k+1}/2)``
 (72 ← 36 ← 18 ← 9 ← 5 ← 3); when the size is divisible this is exactly the official ×2.
 
-Encoder (``ConvEncoder``; ``ndf`` = 64): the image resized (bilinear) to
-``input_size × input_size`` (256), then stride-2 3×3 convs with spectral instance norm and
-LeakyReLU(0.2), widths ``ndf, 2ndf, 4ndf, 8ndf, 8ndf, 8ndf`` down to 4×4, then two linear
-layers ``8ndf·4·4 → z_dim`` for μ and log σ².
+Encoder: the shared :class:`semsynth.nn.encoder.ConvEncoder` (the official ``encoder.py``).
 
 Official parameter counts (no encoder) at the paper presets: Cityscapes (``more``,
 semantic_nc 36) 93,048,003; ADE20K (151) 96,492,483; COCO-Stuff (184) 97,480,899. semsynth's
@@ -37,7 +34,6 @@ code's built with the same channels (``docs/results.md``, ``tests/test_spade.py`
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Sequence
 
@@ -46,34 +42,15 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from semsynth.methods.base import Generator
-from semsynth.nn.norm import normed_conv
+from semsynth.nn.encoder import ConvEncoder, EncoderConfig, latent_input
 from semsynth.nn.resize import resize_nearest
 from semsynth.nn.sizes import check_label_input, size_chain, upsampling_stages
 from semsynth.nn.spade import SPADEResBlock
-from semsynth.noise import resolve_noise
-from semsynth.types import ConfigError
 
 __all__ = ["EncoderConfig", "SPADEGeneratorConfig", "ConvEncoder", "SPADEGenerator", "UPSAMPLING_LAYERS"]
 
 #: ``num_upsampling_layers`` → number of ×2 doublings.
 UPSAMPLING_LAYERS = {"normal": 5, "more": 6, "most": 7}
-
-
-@dataclass(frozen=True)
-class EncoderConfig:
-    """SPADE's VAE image encoder (used only with ``use_vae``).
-
-    Attributes:
-        ndf: width of the first conv (64; the official encoder takes ``ngf`` for it, here it
-            is a separate key so that a narrow generator can keep a wider encoder).
-        input_size: the image is resized to this square size first (official: 256); a power
-            of two ≥ 8; the encoder has ``log2(input_size / 4)`` stride-2 convs.
-        norm: ``norm_E`` (``spectralinstance``).
-    """
-
-    ndf: int = 64
-    input_size: int = 256
-    norm: str = "spectralinstance"
 
 
 @dataclass(frozen=True)
@@ -99,44 +76,6 @@ class SPADEGeneratorConfig:
     spade_hidden: int = 128
     spectral_norm: bool = True
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
-
-
-class ConvEncoder(nn.Module):
-    """Image → (μ, log σ²) of a diagonal Gaussian over the ``z_dim`` latent.
-
-    Args:
-        cfg: widths, input size, norm.
-        z_dim: latent size.
-
-    Shapes: ``(N, 3, H, W)`` float in [-1, 1] (any size) → two ``(N, z_dim)`` tensors.
-
-    Raises:
-        ConfigError: ``input_size`` not a power of two ≥ 8.
-    """
-
-    def __init__(self, cfg: EncoderConfig, z_dim: int) -> None:
-        super().__init__()
-        size = cfg.input_size
-        if size < 8 or size & (size - 1):
-            raise ConfigError(f"model.generator.encoder.input_size must be a power of two >= 8, got {size}")
-        self.input_size = size
-        n = int(math.log2(size // 4))
-        widths = [min(cfg.ndf * 2 ** i, cfg.ndf * 8) for i in range(n)]
-        ins = [3] + widths[:-1]
-        self.layers = nn.ModuleList(normed_conv(i, o, 3, 2, 1, cfg.norm, "model.generator.encoder.norm")
-                                    for i, o in zip(ins, widths))
-        self.fc_mu = nn.Linear(widths[-1] * 16, z_dim)
-        self.fc_var = nn.Linear(widths[-1] * 16, z_dim)
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mu, logvar)``, each ``(N, z_dim)``."""
-        x = image
-        if tuple(x.shape[-2:]) != (self.input_size, self.input_size):
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
-        for i, layer in enumerate(self.layers):
-            x = layer(x if i == 0 else F.leaky_relu(x, 0.2))
-        x = F.leaky_relu(x, 0.2).flatten(1)
-        return self.fc_mu(x), self.fc_var(x)
 
 
 class SPADEGenerator(Generator):
@@ -186,21 +125,6 @@ class SPADEGenerator(Generator):
         self.conv_img = nn.Conv2d(widths[plan[-1][2]], 3, 3, padding=1)
         self.encoder = ConvEncoder(cfg.encoder, cfg.z_dim) if cfg.use_vae else None
 
-    @property
-    def has_encoder(self) -> bool:
-        """True with ``use_vae`` (the image encoder is part of G)."""
-        return self.encoder is not None
-
-    def encode(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(mu, logvar)`` of images ``(N, 3, H, W)`` in [-1, 1].
-
-        Raises:
-            ValueError: the generator was built without the encoder (``use_vae`` false).
-        """
-        if self.encoder is None:
-            raise ValueError("this SPADE generator has no image encoder (model.generator.use_vae is false)")
-        return self.encoder(image)
-
     def forward(self, label_onehot: torch.Tensor, z: torch.Tensor | None = None,
                 seeds: Sequence[int] | None = None) -> torch.Tensor:
         """Generate images.
@@ -222,11 +146,7 @@ class SPADEGenerator(Generator):
         n, c, h, w = check_label_input(label_onehot, self.semantic_nc, self.height, self.width)
         h0, w0 = self.sizes[0]
         if self.encoder is not None:
-            z = resolve_noise(z, seeds, n, self.z_dim, label_onehot.device)
-            if z.dim() != 2 or tuple(z.shape) != (n, self.z_dim):
-                raise ValueError(f"SPADE's latent must be (N, z_dim) = ({n}, {self.z_dim}), got {tuple(z.shape)}; "
-                                 "it is one vector per image (no spatial noise, no local re-sampling)")
-            x = self.fc(z.to(label_onehot.dtype)).view(n, -1, h0, w0)
+            x = latent_input(self.fc, z, seeds, n, (h0, w0), label_onehot, "SPADE")
         else:
             x = self.fc(resize_nearest(label_onehot, (h0, w0)))
         level = 0

@@ -31,12 +31,13 @@ from dataclasses import dataclass, field
 import torch
 
 from semsynth.config import Config
-from semsynth.labels import one_hot
+from semsynth.labels import label_input
 from semsynth.losses.gan import multiscale_d_terms, multiscale_g_terms
-from semsynth.losses.kl import kl_divergence, reparameterize
+from semsynth.losses.kl import encode_latent
 from semsynth.losses.vgg import vgg_loss
-from semsynth.methods.base import Method, count_parameters
+from semsynth.methods.base import Method
 from semsynth.methods.spade.generator import SPADEGenerator, SPADEGeneratorConfig
+from semsynth.nn.encoder import vae_ignored_keys
 from semsynth.nn.patch_gan import MultiscaleDiscriminator, PatchGANConfig
 from semsynth.nn.perceptual import require_vgg16
 from semsynth.registry import register_method
@@ -74,7 +75,8 @@ class SPADE(Method):
 
     Args:
         model_cfg: :class:`SPADEConfig`.
-        info: label space (``semantic_nc`` one-hot channels; D sees ``semantic_nc + 3``).
+        info: label space (``info.input_nc`` input channels: the one-hot map, + the instance
+            edge with ``data.instance_edges``; D sees ``input_nc + 3``).
         height, width: training resolution.
 
     Raises:
@@ -84,6 +86,7 @@ class SPADE(Method):
 
     config_class = SPADEConfig
     phases = ("G", "D")
+    takes_instance_edges = True
     # SPADE's create_network moves each network to the GPU, then runs init_weights: the
     # xavier call misses every spectral-norm weight (PyTorch's default init stays)
     official_init_spectral_norm_weights = False
@@ -91,38 +94,28 @@ class SPADE(Method):
     @classmethod
     def ignored_keys(cls, cfg: Config) -> dict[str, str]:
         """Base rules, and the encoder's keys without ``model.generator.use_vae``."""
-        out = super().ignored_keys(cfg)
-        if not cfg.model.generator.use_vae:
-            why = "it is used only with the image encoder (model.generator.use_vae: true)"
-            out.update({"model.generator.z_dim": why, "model.generator.encoder": why, "model.lambda_kld": why})
-        return out
+        return vae_ignored_keys(super().ignored_keys(cfg), cfg.model.generator.use_vae)
 
     @classmethod
     def build_generator(cls, model_cfg: SPADEConfig, info: DatasetInfo, height: int, width: int) -> SPADEGenerator:
-        return SPADEGenerator(model_cfg.generator, info.semantic_nc, height, width)
+        return SPADEGenerator(model_cfg.generator, info.input_nc, height, width)
 
     def __init__(self, model_cfg: SPADEConfig, info: DatasetInfo, height: int, width: int) -> None:
         super().__init__(model_cfg, info, height, width)
         if model_cfg.lambda_vgg > 0:
             require_vgg16("model.lambda_vgg > 0 (the VGG loss)")
         self.set_networks(self.build_generator(model_cfg, info, height, width),
-                          MultiscaleDiscriminator(model_cfg.discriminator, info.semantic_nc + 3), model_cfg.init)
+                          MultiscaleDiscriminator(model_cfg.discriminator, info.input_nc + 3), model_cfg.init)
 
-    def parameter_counts(self) -> dict[str, int]:
-        """``G`` (without the encoder: the official count), ``E`` (encoder, 0 if none), ``D``."""
-        e = count_parameters(self.generator.encoder)
-        return {"G": count_parameters(self.generator) - e, "E": e, "D": count_parameters(self.discriminator)}
-
-    def phase_losses(self, phase, image, label, rng, shard=None):
-        onehot = one_hot(label, self.info.semantic_nc)
+    def phase_losses(self, phase, image, label, rng, shard=None, edges=None):
+        onehot = label_input(label, self.info, edges)  # + the instance-edge channel with data.instance_edges
         cfg = self.model_cfg
         if phase == "G":
             out: dict[str, torch.Tensor] = {}
             z = None
-            if self.generator.encoder is not None:
-                mu, logvar = self.generator.encode(image)
-                z = reparameterize(mu, logvar, rng, shard)
-                out["G_kld"] = cfg.lambda_kld * kl_divergence(mu, logvar, shard)
+            if self.generator.has_encoder:
+                z, kl = encode_latent(self.generator, image, rng, shard)
+                out["G_kld"] = cfg.lambda_kld * kl
             fake = self.generator(onehot, z)
             out.update(multiscale_g_terms(self.discriminator, onehot, fake, image, cfg.lambda_feat))
             if cfg.lambda_vgg > 0:
@@ -130,9 +123,7 @@ class SPADE(Method):
             out["total"] = sum(out.values())
             return out
         with torch.no_grad():
-            z = None
-            if self.generator.encoder is not None:
-                z = reparameterize(*self.generator.encode(image), rng, shard=shard)
+            z = encode_latent(self.generator, image, rng, shard)[0] if self.generator.has_encoder else None
             fake = self.generator(onehot, z)
         out = multiscale_d_terms(self.discriminator, onehot, fake, image)
         out["total"] = out["D_real"] + out["D_fake"]
