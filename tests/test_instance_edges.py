@@ -180,3 +180,38 @@ def test_cc_fpse_vae_recipe_trains_and_both_evaluation_latents(tmp_path, capsys)
         load_config(CC_TINY, ["eval.vae_latent=encode_real"])  # no encoder: nothing to encode
     with pytest.raises(ConfigError, match="lambda_kld"):
         load_config(CC_TINY, ["model.lambda_kld=0.1"])
+
+
+def test_cached_items_keep_no_full_resolution_label_and_the_budget_counts_the_instance_map():
+    from semsynth.data.cache import cached_pair_bytes
+
+    cfg = DataConfig(dataset="cityscapes", root=str(CITY), height=32, width=64, instance_edges=True, cache=True)
+    ds = build_dataset(cfg, "train", train=True)
+    for i in range(len(ds)):
+        ds[i]
+    assert len(ds._resized_cache) == len(ds) and not ds._lab_cache and not ds._img_cache
+    plain = build_dataset(DataConfig(dataset="cityscapes", root=str(CITY), height=32, width=64), "train", train=True)
+    assert cached_pair_bytes(ds) - cached_pair_bytes(plain) == 4 * 32 * 64
+
+
+def test_crn_polegroup_as_pole_is_input_only_the_ground_truth_keeps_it_void(tmp_path):
+    # a label file with polegroup (18) next to pole (17): the input reads it as pole, the
+    # evaluation's ground truth as void (train id 19), as the official evaluation
+    root = tmp_path / "cs"
+    src_img = next((CITY / "leftImg8bit" / "train" / "aachen").glob("*.png"))
+    (root / "leftImg8bit" / "val" / "x").mkdir(parents=True)
+    (root / "gtFine" / "val" / "x").mkdir(parents=True)
+    img = np.asarray(Image.open(src_img).resize((64, 32)))
+    Image.fromarray(img).save(root / "leftImg8bit" / "val" / "x" / "x_000000_000000_leftImg8bit.png")
+    lab = np.full((32, 64), 7, np.uint8)
+    lab[:, 10:12], lab[:, 20:22] = 17, 18
+    Image.fromarray(lab).save(root / "gtFine" / "val" / "x" / "x_000000_000000_gtFine_labelIds.png")
+    cfg = DataConfig(dataset="cityscapes", root=str(root), height=32, width=64,
+                     options={"label_ids": "train", "polegroup": "pole"})
+    ds = build_dataset(cfg, "val", train=False)
+    assert set(np.unique(ds.load_label(0)[:, 20:22])) == {5}
+    assert set(np.unique(ds.load_ground_truth(0)[:, 20:22])) == {19}
+    assert set(np.unique(ds.load_ground_truth(0)[:, 10:12])) == {5}
+    assert dataset_info(DataConfig(dataset="cityscapes")).semantic_nc == 34
+    from semsynth.data.cityscapes import Cityscapes
+    assert Cityscapes.dataset_info().semantic_nc == 34  # no config: the default label space

@@ -456,8 +456,12 @@ class PairedDataset(torch.utils.data.Dataset):
         """
         raise ConfigError(f"dataset {self.info.name!r} has no instance maps (data.instance_edges: true)")
 
-    def load_instance(self, i: int) -> np.ndarray:
-        """The full-resolution instance-id map of pair ``i``: ``(H, W)`` integer ids.
+    def load_instance(self, i: int, label_shape: tuple[int, int] | None = None) -> np.ndarray:
+        """The full-resolution instance-id map of pair ``i``: ``(H, W)`` integer ids (never
+        cached: items keep it resized, with the pair).
+
+        Args:
+            label_shape: the label map's ``(H, W)`` if the caller has it (else it is read).
 
         Raises:
             DataError: unreadable file, or not the size of the label map.
@@ -465,10 +469,10 @@ class PairedDataset(torch.utils.data.Dataset):
         i = self._index(i)
         path = self.instance_file(i)
         inst = _raw_label(path)
-        lab = self._label(i)
-        if inst.shape != lab.shape:
+        shape = tuple(label_shape) if label_shape is not None else self._label(i, keep=False).shape
+        if inst.shape != shape:
             raise DataError(f"instance map {path} is {inst.shape[1]}x{inst.shape[0]} (WxH), its label "
-                            f"{self.pairs[i][1]} is {lab.shape[1]}x{lab.shape[0]}")
+                            f"{self.pairs[i][1]} is {shape[1]}x{shape[0]}")
         return inst
 
     def missing_instance_files(self) -> list[Path]:
@@ -547,6 +551,12 @@ class PairedDataset(torch.utils.data.Dataset):
         i = self._index(i)
         return self._label(i).astype(np.int64, copy=True)
 
+    def load_ground_truth(self, i: int) -> np.ndarray:
+        """The label map the evaluation scores against (``(H, W)`` int64 ids, full
+        resolution): :meth:`load_label`, unless a dataset option changes the model's input
+        only (Cityscapes ``polegroup: pole``)."""
+        return self.load_label(i)
+
     def load_pair(self, i: int, _keep: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Full-resolution image ``(H, W, 3)`` uint8 and label ``(H, W)`` integer ids.
 
@@ -588,11 +598,11 @@ class PairedDataset(torch.utils.data.Dataset):
                 img, lab = self.load_pair(i, _keep=False)  # only the resized pair is kept
                 hit = self.transform.resize(img, lab)
                 if edges:
-                    hit = hit + (resize_label(self.load_instance(i), *hit[1].shape),)
+                    hit = hit + (resize_label(self.load_instance(i, lab.shape), *hit[1].shape),)
                 self._resized_cache[i] = hit
             return self.transform.crop_flip(*hit[:2], self.rng(i), *hit[2:])
         img, lab = self.load_pair(i)
-        inst = self.load_instance(i) if edges else None
+        inst = self.load_instance(i, lab.shape) if edges else None
         if self.transform is None:
             item = (to_tensor_image(img), torch.from_numpy(lab.astype(np.int64)))
             if edges:

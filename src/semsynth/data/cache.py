@@ -51,7 +51,8 @@ def cached_pair_bytes(ds) -> int | None:
     rh = t.load_height if t.load_height is not None else t.height
     rw = t.load_width if t.load_width is not None else t.width
     label_bytes = 1 if ds.info.semantic_nc <= 256 else 4
-    return rh * rw * (3 + label_bytes) + _ARRAY_OVERHEAD
+    instance_bytes = 4 if ds.info.instance_edges else 0  # the resized instance ids (int32 at worst)
+    return rh * rw * (3 + label_bytes + instance_bytes) + _ARRAY_OVERHEAD
 
 
 def _gb(n: float) -> str:

@@ -12,7 +12,9 @@ Layout (official)::
 ``data.instance_edges``.) Splits: ``train`` (2,975), ``val`` (500), ``test``.
 
 Label ids are the 34 labelIds 0-33 (not the 19 trainIds): 0 = unlabeled is the don't-care
-id, ``semantic_nc`` = 34. The other void ids (1-6) and the ids ignored in the official
+id, ``semantic_nc`` = 34 (35 with ``data.options.label_nc: 35``, the official SPADE/CC-FPSE
+``label_nc``, whose channel 34 no labelId fills; ``semsynth import-official`` keeps 34 and
+drops that channel from official weights). The other void ids (1-6) and the ids ignored in the official
 evaluation (9, 10, 14-16, 18, 29, 30) are ordinary input channels here, as in SPADE/OASIS;
 the mIoU judge maps labelIds to trainIds itself. The item name is
 ``<city>_<seq>_<frame>``.
@@ -143,7 +145,7 @@ def _label_ids(cfg: DataConfig | None) -> str:
 def _info(cfg: DataConfig | None) -> DatasetInfo:
     if _label_ids(cfg) == "train":
         return TRAIN_ID_INFO
-    return INFO_35 if (cfg.options or {}).get("label_nc") == 35 else INFO
+    return INFO_35 if ((cfg.options if cfg is not None else None) or {}).get("label_nc") == 35 else INFO
 
 
 def train_id_lut(polegroup: str = "void") -> np.ndarray:
@@ -209,6 +211,19 @@ class Cityscapes(PairedDataset):
         1000 are labelIds of regions without instances, ``labelId·1000 + k`` instance k)."""
         lab = self.pairs[i][1]
         return lab.with_name(lab.name[: -len(LABEL_SUFFIX)] + INSTANCE_SUFFIX)
+
+    def load_ground_truth(self, i: int) -> np.ndarray:
+        """With ``polegroup: pole`` (CRN's input), the ground truth keeps polegroup void, as
+        the official evaluation; otherwise :meth:`load_label`."""
+        if self.lut is None or self.lut[18] == 19:
+            return self.load_label(i)
+        return train_id_lut("void")[self.load_label_raw(i)]
+
+    def load_label_raw(self, i: int) -> np.ndarray:
+        """The labelIds (0-33) of pair ``i`` as stored, ``(H, W)`` int64, no mapping."""
+        from semsynth.data.base import read_label
+
+        return read_label(self.pairs[self._index(i)][1], make_lut({k: k for k in range(34)}), name=self.title)
 
     def name_of(self, image_path: Path) -> str:
         """``<city>_<seq>_<frame>`` (the image file name without ``_leftImg8bit.png``)."""

@@ -177,7 +177,7 @@ def miou_of(images, dataset, indices: Sequence[int], info: DatasetInfo, device: 
     Args:
         images: a list of ``(3, H, W)`` float [-1, 1] tensors or ``(H, W, 3)`` uint8 arrays,
             one per index (any resolution; upsampled bilinearly to the judge's input size).
-        dataset: provides ``load_label(i)`` (full-resolution ground truth).
+        dataset: provides ``load_ground_truth(i)`` (full-resolution ground truth).
         indices: dataset indices of the images.
     """
     from semsynth.eval.miou import segment_and_score
@@ -185,7 +185,7 @@ def miou_of(images, dataset, indices: Sequence[int], info: DatasetInfo, device: 
     seg = load_judge(info, device)
     labels, ignore = [], None
     for i in indices:
-        lab, ignore = judge_labels(info, dataset.load_label(i))
+        lab, ignore = judge_labels(info, dataset.load_ground_truth(i))
         labels.append(lab)
     res = segment_and_score(seg, images, labels, ignore_index=ignore, class_names=seg.class_names)
     return {"miou": res["miou"], "pixel_acc": res["pixel_acc"], "per_class_iou": res["per_class_iou"]}
@@ -259,6 +259,9 @@ def evaluate_checkpoint(path: str | os.PathLike, split: str | None = None, metri
         raise SemsynthError(f"{path}: checkpoint label space {sampler.info.name} does not match dataset {ds.info.name}")
     idx, real, labels, edges = split_items(ds, limit)
     seeds = [cfg.eval.seed + i for i in idx]
+    if vae_latent is not None and not sampler.generator.has_encoder:
+        raise SemsynthError(f"{path}: --vae-latent applies only to a generator with the VAE image encoder "
+                            f"(SPADE or CC-FPSE with model.generator.use_vae: true); this {cfg.method} has none")
     vae_latent = vae_latent or cfg.eval.vae_latent
     z = None
     if vae_latent == "encode_real":

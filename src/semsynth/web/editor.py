@@ -398,10 +398,14 @@ class LabelEditor:
 
 
 def load_val(config) -> object | None:
-    """The val split of a run's dataset for the label-map picker, or ``None`` if absent."""
+    """The val split of a run's dataset for the label-map picker, or ``None`` if absent (only
+    its label maps are read: instance maps are not needed)."""
+    import dataclasses
+
     from semsynth.data import build_dataset
 
     try:
-        return build_dataset(config.data, config.data.val_split, train=False)
+        return build_dataset(dataclasses.replace(config.data, instance_edges=False), config.data.val_split,
+                             train=False)
     except Exception:  # noqa: BLE001 — the dataset is optional for the editor
         return None
