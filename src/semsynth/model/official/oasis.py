@@ -40,6 +40,7 @@ from pathlib import Path
 
 import torch
 
+from semsynth.model.official.common import load_pth
 from semsynth.types import ConfigError
 
 __all__ = ["OFFICIAL_DATASETS", "channel_map", "generator_from_official", "generator_to_official",
@@ -302,18 +303,6 @@ def official_config(state: dict, dataset: str, z_dim: int = 64, d_state: dict | 
     return Config(method="oasis", seed=0, data=data, model=model)
 
 
-def _load_pth(path: Path) -> dict:
-    if not path.is_file():
-        raise FileNotFoundError(f"official checkpoint not found: {path}")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise ConfigError(f"{path}: cannot read as a PyTorch state dict ({type(exc).__name__}: {exc})") from None
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise ConfigError(f"{path}: not a state dict of tensors (an official OASIS *_G/_EMA/_D.pth file)")
-    return state
-
-
 def _resolve_files(path: Path, which: str) -> tuple[Path, Path | None]:
     """(generator file, discriminator file or None) for a file or a ``models/`` folder."""
     if path.is_dir():
@@ -363,9 +352,9 @@ def import_official(path: str | os.PathLike, dataset: str, out_dir: str | os.Pat
 
     channel_map(dataset)
     g_path, d_path = _resolve_files(Path(path), which)
-    g_off = _load_pth(g_path)
+    g_off = load_pth(g_path, "OASIS *_G/_EMA/_D.pth")
     _check_cond_width(_strip_module(g_off), OFFICIAL_DATASETS[dataset][0], z_dim, str(g_path))
-    d_off = _load_pth(d_path) if d_path is not None else None
+    d_off = load_pth(d_path, "OASIS *_G/_EMA/_D.pth") if d_path is not None else None
     if d_off is not None and "layer_up_last.weight" not in _strip_module(d_off):
         raise ConfigError(f"{d_path}: not an OASIS discriminator state dict (no layer_up_last.weight)")
     cfg = official_config(g_off, dataset, z_dim, d_off, str(g_path), str(d_path))
