@@ -40,7 +40,7 @@ from pathlib import Path
 
 import torch
 
-from semsynth.model.official.common import load_pth
+from semsynth.model.official.common import load_pth, load_strict
 from semsynth.types import ConfigError
 
 __all__ = ["OFFICIAL_DATASETS", "channel_map", "generator_from_official", "generator_to_official",
@@ -361,11 +361,12 @@ def import_official(path: str | os.PathLike, dataset: str, out_dir: str | os.Pat
     info = dataset_info(cfg.data)  # fixed label space; ADE20K class names if its folder is found
     g_state = generator_from_official(g_off, dataset, z_dim, str(g_path))
     gen = OASISGenerator(cfg.model.generator, info.semantic_nc, cfg.data.height, cfg.data.width)
-    _load_strict(gen, g_state, g_path)
+    load_strict(gen.state_dict(), g_state, g_path, "OASIS")
+    gen.load_state_dict(g_state, strict=True)
     extra_tensors = {}
     if d_off is not None:
         d_state = discriminator_from_official(d_off, dataset, str(d_path))
-        _load_strict(OASISDiscriminator(cfg.model.discriminator, info.semantic_nc), d_state, d_path)
+        load_strict(OASISDiscriminator(cfg.model.discriminator, info.semantic_nc).state_dict(), d_state, d_path, "OASIS")
         extra_tensors["discriminator"] = d_state
     is_ema = g_path.name.endswith("_EMA.pth")
     info_dict = info.to_dict()
@@ -373,21 +374,3 @@ def import_official(path: str | os.PathLike, dataset: str, out_dir: str | os.Pat
                                "code": "boschresearch/OASIS", "dataset": dataset, "z_dim": z_dim}}
     return write_export(out_dir, cfg, gen.state_dict(), info_dict, step=0, images_seen=0, ema=is_ema,
                         extra=extra, extra_tensors=extra_tensors)
-
-
-def _load_strict(module: torch.nn.Module, state: dict, source: Path) -> None:
-    own = module.state_dict()
-    missing = [k for k in own if k not in state]
-    unexpected = [k for k in state if k not in own]
-    bad = [f"{k}: expected {tuple(own[k].shape)}, found {tuple(state[k].shape)}"
-           for k in own if k in state and own[k].shape != state[k].shape]
-    if missing or unexpected or bad:
-        parts = []
-        if missing:
-            parts.append(f"missing {missing[:3]}")
-        if unexpected:
-            parts.append(f"unexpected {unexpected[:3]}")
-        if bad:
-            parts.append("shape mismatch " + "; ".join(bad[:3]))
-        raise ConfigError(f"{source}: does not fit the OASIS architecture: " + ", ".join(parts))
-    module.load_state_dict(state, strict=True)
