@@ -33,6 +33,7 @@ selection (for CamVid, the test split, which is not distributed with this projec
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -87,11 +88,17 @@ def split_images(dataset, limit: int | None) -> tuple[list[int], torch.Tensor, t
     return split_items(dataset, limit)[:3]
 
 
+def _photos_only(data_cfg):
+    """``data_cfg`` without ``instance_edges``: the real-image statistics and scores read the
+    photos and label maps only (no instance maps read, no edge maps computed)."""
+    return dataclasses.replace(data_cfg, instance_edges=False)
+
+
 def _real_set(cfg: Config, split: str, limit: int | None):
     """``(dataset, count, cache key)`` of the first ``limit`` real pairs of ``split``."""
     from semsynth.data import build_dataset
 
-    ds = build_dataset(cfg.data, split, train=False, seed=cfg.seed)
+    ds = build_dataset(_photos_only(cfg.data), split, train=False, seed=cfg.seed)
     n = len(ds) if limit is None else min(limit, len(ds))
     key = {"dataset": cfg.data.dataset, "root": str(Path(ds.root).resolve()) if hasattr(ds, "root") else "",
            "split": split, "height": cfg.data.height, "width": cfg.data.width, "count": n,
@@ -318,7 +325,7 @@ def evaluate_real(cfg: Config, split: str | None = None, metrics=("miou", "fid",
     t0 = time.time()
     device = torch.device(device)
     split = split or cfg.data.val_split
-    ds = build_dataset(cfg.data, split, train=False, seed=cfg.seed)
+    ds = build_dataset(_photos_only(cfg.data), split, train=False, seed=cfg.seed)
     idx, real, _ = split_images(ds, limit)
 
     def miou():
