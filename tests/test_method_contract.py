@@ -32,7 +32,8 @@ def test_every_registered_method_has_a_tiny_config():
     assert set(METHODS) == set(TINY_CONFIGS), "add the new method's tiny config to tests/conftest.py"
 
 
-SHIPPED = sorted((Path(__file__).resolve().parents[1] / "configs").rglob("*.yaml"))
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+SHIPPED = sorted(CONFIGS.rglob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: f"{p.parent.name}/{p.name}")
@@ -46,7 +47,7 @@ def test_every_shipped_config_loads(path):
 def test_main_job_sets_the_diversity_term():
     """The README's main job keeps the measured recipe (docs/results.md, issue 18): the
     structure diversity term at λ 3, τ 0.15 on the pretrained-backbone D."""
-    m = load_config(str(Path(__file__).resolve().parents[1] / "configs/oasis/camvid_cpu_pretrained_d.yaml")).model
+    m = load_config(str(CONFIGS / "oasis" / "camvid_cpu_pretrained_d.yaml")).model
     assert (m.discriminator_type, m.lambda_diversity, m.diversity_distance, m.diversity_tau) == \
         ("pretrained_unet", 3.0, "structure", 0.15)
 

@@ -38,11 +38,11 @@ Diversity (any discriminator):
   BatchNorm statistics) and go through G only, not D: about half a G forward/backward more
   per step. Even global indices keep the pairs the same whatever the number of processes.
   Off by default; the CPU main job (``configs/oasis/camvid_cpu_pretrained_d.yaml``) sets
-  λ 3, τ 0.15, ``structure``. Measured on CamVid (docs/results.md, "A diversity term for
-  G"): with the image distance the noise learned to switch the whole image's brightness and
+  λ 3, τ 0.15, ``structure``. Measured on CamVid (docs/results.md, "The main job with the
+  diversity term" and "A diversity term for G"): with the image distance the noise learned to switch the whole image's brightness and
   FID/mIoU collapsed; the structure distance (λ 3, τ 0.15) changes textures and regions'
   appearance instead, and in bf16 it reaches MS-SSIM between seeds ≤ 0.75 while mIoU still
-  rises to the plain run's level with training (fp32 at 12 CPU-minutes: −12 mIoU points).
+  rises to about the plain run's level with training (fp32 at 12 CPU-minutes: −12 mIoU points).
 """
 
 from __future__ import annotations
