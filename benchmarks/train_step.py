@@ -2,7 +2,7 @@
 
 Usage:
   python benchmarks/train_step.py CONFIG [--device cpu|cuda] [--batch-size B] [--steps N]
-                                  [--warmup N] [--peak-tflops T] [--set k=v ...]
+                                  [--warmup N] [--peak-tflops T] [--by-shape] [--set k=v ...]
 
 Runs the training loop's own step (``semsynth.train.loop.train_step`` + ``update_ema``,
 channels-last, ``train.precision`` and ``train.compile`` as the config says) on random blocky label maps of the config's
@@ -11,9 +11,15 @@ of one step (forward + backward of every convolution and matmul, counted once wi
 ``torch.utils.flop_counter.FlopCounterMode``) and the achieved TFLOP/s. On a GPU whose peak
 is known (or with ``--peak-tflops``) it adds the share of the dense TF32 peak (the loop runs
 fp32 with TF32 convolutions and matmuls on CUDA) and of the dense BF16 peak.
+
+``--by-shape`` adds the convolution FLOPs of one step by ``(in, out)`` channels (forward,
+input and weight gradients) and the share whose channel counts are not multiples of 8: bf16
+and TF32 tensor-core kernels want those (cuDNN pads or picks slower kernels otherwise).
 """
 
 import argparse
+import collections
+import copy
 import json
 import time
 
@@ -21,7 +27,14 @@ import torch
 
 from semsynth.config import load_config
 from semsynth.data import dataset_info
-from semsynth.model.build import build_method, compile_networks, configure_backends, resolve_precision, select_device
+from semsynth.model.build import (
+    build_method,
+    compile_networks,
+    configure_backends,
+    resolve_precision,
+    select_device,
+    uses_cudagraphs,
+)
 from semsynth.train.ema import make_ema, update_ema
 from semsynth.train.loop import make_optimizers, train_step
 
@@ -43,6 +56,33 @@ def peak_for(device: torch.device) -> tuple[str, tuple[float, float] | None]:
     return name, None
 
 
+def conv_flops_by_channels(step) -> collections.Counter:
+    """FLOPs of the convolutions that ``step()`` runs, keyed by ``(in_channels,
+    out_channels)``: ``2·N·in·out·k·Hout·Wout`` per forward call (``groups`` 1), the same per
+    gradient (input, weight) a ``convolution_backward`` computes. Run eagerly."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    counts: collections.Counter = collections.Counter()
+
+    class Count(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            name = str(func.overloadpacket)
+            if name == "aten.convolution":
+                weight, spatial, mult = args[1], out.shape, 1
+            elif name == "aten.convolution_backward":  # (grad_out, input, weight, ..., output_mask)
+                weight, spatial, mult = args[2], args[0].shape, sum(bool(m) for m in args[-1][:2])
+            else:
+                return out
+            cout, cin, kh, kw = weight.shape
+            counts[(cin, cout)] += 2 * spatial[0] * cin * cout * kh * kw * spatial[2] * spatial[3] * mult
+            return out
+
+    with Count():
+        step()
+    return counts
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("config")
@@ -52,6 +92,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--peak-tflops", type=float, default=None,
                     help="the device's dense peak TFLOP/s for the share (default: the table for known GPUs)")
+    ap.add_argument("--by-shape", action="store_true", help="conv FLOPs by channel counts (one extra eager step)")
     ap.add_argument("--set", action="append", default=[])
     args = ap.parse_args()
     sets = list(args.set) + ([f"train.device={args.device}"] if args.device else [])
@@ -72,16 +113,26 @@ def main() -> None:
     fmt = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     method.to(memory_format=fmt)
     ema = make_ema(method.generator)
-    if cfg.train.compile:
-        compile_networks(method)
-    opts = make_optimizers(method, cfg.train)
-    rng = torch.Generator().manual_seed(0)
     h, w = cfg.data.height, cfg.data.width
     label = torch.randint(0, info.semantic_nc, (b, -(-h // 8), -(-w // 8)))
     label = label.repeat_interleave(8, 1).repeat_interleave(8, 2)[:, :h, :w].contiguous().to(dev)
     image = (torch.rand(b, 3, h, w, device=dev) * 2 - 1).contiguous(memory_format=fmt)
+    by_shape = None
+    if args.by_shape:  # an eager copy, before compiling (the dispatch mode sees eager ops)
+        twin = copy.deepcopy(method)
+        twin_opts = make_optimizers(twin, cfg.train)
+        by_shape = conv_flops_by_channels(
+            lambda: train_step(twin, twin_opts, image, label, torch.Generator().manual_seed(0), precision=precision))
+        del twin, twin_opts
+    if cfg.train.compile:
+        compile_networks(method, mode=cfg.train.compile_mode)
+    cudagraphs = uses_cudagraphs(cfg.train.compile, cfg.train.compile_mode, dev)
+    opts = make_optimizers(method, cfg.train)
+    rng = torch.Generator().manual_seed(0)
 
     def step():
+        if cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
         train_step(method, opts, image, label, rng, precision=precision)
         update_ema(ema, method.generator, 0.999)
 
@@ -113,6 +164,12 @@ def main() -> None:
            "sec_per_step": round(dt / args.steps, 4), "images_per_s": round(b * args.steps / dt, 2),
            "gflop_per_step": round(flops / 1e9, 2), "achieved_tflops": round(tflops, 3),
            "parameters": method.parameter_counts()}
+    if by_shape is not None:
+        total = sum(by_shape.values())
+        out["conv_gflop_per_step"] = round(total / 1e9, 2)
+        out["conv_share_with_channels_not_multiple_of_8"] = round(
+            sum(v for (i, o), v in by_shape.items() if i % 8 or o % 8) / total, 4)
+        out["conv_share_by_in_out_channels"] = {f"{i}x{o}": round(v / total, 4) for (i, o), v in by_shape.most_common()}
     if peaks:
         out["share_of_dense_tf32_peak"] = round(tflops / peaks[0], 4)
         out["share_of_dense_bf16_peak"] = round(tflops / peaks[1], 4)

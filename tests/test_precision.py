@@ -132,14 +132,15 @@ def test_the_trainer_compiles_after_the_ema_copy(tiny_config, tmp_path, monkeypa
 
     seen = {}
 
-    def eager_compile(method):  # the loop's call, with a backend that compiles in seconds
-        seen["names"] = compile_networks(method, backend="eager")
+    def eager_compile(method, mode):  # the loop's call, with a backend that compiles in seconds
+        seen["names"], seen["mode"] = compile_networks(method, backend="eager"), mode
         return seen["names"]
 
     monkeypatch.setattr(loop, "compile_networks", eager_compile)
     cfg = tiny_config("oasis", "train.compile=true", "train.max_steps=2", "train.tensorboard=false")
     trainer = loop.Trainer(cfg, tmp_path / "run", progress=False)
-    assert seen["names"] == ["generator", "discriminator"]
+    assert seen["names"] == ["generator", "discriminator"] and seen["mode"] == "default"
+    assert not trainer._cudagraphs
     assert getattr(trainer.method.generator, "_compiled_call_impl", None) is not None
     assert getattr(trainer.ema, "_compiled_call_impl", None) is None  # sampling stays eager
     assert trainer.run().step == 2
@@ -208,9 +209,55 @@ def test_a_resume_keeps_this_devices_adam_kernel_and_notes_a_precision_change(ti
 
 
 def test_precision_and_compile_are_errors_for_a_method_without_training_steps(tiny_config):
-    for key in ("train.precision=bf16", "train.compile=true"):
+    for key in ("train.precision=bf16", "train.compile=true", "train.compile_mode=reduce-overhead"):
         with pytest.raises(ConfigError, match="fitted in one pass"):
             tiny_config("painter", key)
+
+
+def test_compile_mode_is_checked_and_needs_compile(tiny_config):
+    with pytest.raises(ConfigError, match="train.compile_mode must be one of"):
+        tiny_config("oasis", "train.compile=true", "train.compile_mode=fast")
+    with pytest.raises(ConfigError, match="train.compile_mode is set but train.compile is false"):
+        tiny_config("oasis", "train.compile_mode=reduce-overhead")
+    assert tiny_config("oasis", "train.compile=true", "train.compile_mode=max-autotune").train.compile_mode \
+        == "max-autotune"
+    _, method, _, _ = _setup(tiny_config, "oasis")
+    with pytest.raises(ValueError, match="Inductor's; backend 'eager' takes none"):
+        compile_networks(method, backend="eager", mode="reduce-overhead")
+    with pytest.raises(ValueError, match="mode must be one of"):
+        compile_networks(method, mode="fast")
+
+
+def test_cuda_graphs_only_for_their_modes_on_cuda():
+    from semsynth.model.build import uses_cudagraphs
+
+    cuda, cpu = torch.device("cuda"), torch.device("cpu")
+    assert uses_cudagraphs(True, "reduce-overhead", cuda) and uses_cudagraphs(True, "max-autotune", cuda)
+    assert not uses_cudagraphs(True, "reduce-overhead", cpu)
+    assert not uses_cudagraphs(False, "reduce-overhead", cuda)
+    assert not uses_cudagraphs(True, "default", cuda) and not uses_cudagraphs(True, "max-autotune-no-cudagraphs", cuda)
+
+
+def test_the_trainer_marks_each_steps_start_for_cuda_graphs(tiny_config, tmp_path, monkeypatch):
+    """With a CUDA-graph mode (faked here: no GPU) the loop calls
+    ``torch.compiler.cudagraph_mark_step_begin`` once before each step's phases run."""
+    import semsynth.train.loop as loop
+
+    events = []
+    monkeypatch.setattr(loop, "compile_networks", lambda method, mode: events.append(("compile", mode)))
+    monkeypatch.setattr(loop, "uses_cudagraphs", lambda compile_, mode, device: mode == "reduce-overhead")
+    monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: events.append("mark"))
+    real_step = loop.train_step
+
+    def step(*a, **kw):
+        events.append("step")
+        return real_step(*a, **kw)
+
+    monkeypatch.setattr(loop, "train_step", step)
+    cfg = tiny_config("oasis", "train.compile=true", "train.compile_mode=reduce-overhead", "train.max_steps=3",
+                      "train.tensorboard=false")
+    assert loop.Trainer(cfg, tmp_path / "run", progress=False).run().step == 3
+    assert events == [("compile", "reduce-overhead")] + ["mark", "step"] * 3
 
 
 def test_compile_is_off_under_torchrun():

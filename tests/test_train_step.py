@@ -48,17 +48,51 @@ def test_channels_last_step_equals_the_contiguous_step_up_to_rounding():
 
 def test_train_step_benchmark_reports_images_per_second_and_flops():
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_step.py"), str(TINY), "--steps", "1",
-                           "--warmup", "1", "--peak-tflops", "0.5", "--set", "train.threads=1"],
+                           "--warmup", "1", "--peak-tflops", "0.5", "--by-shape", "--set", "train.threads=1"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rec = json.loads(proc.stdout.strip().splitlines()[-1])
     assert rec["device"] == "cpu" and rec["batch_size"] == 2 and rec["images_per_s"] > 0
     assert rec["gflop_per_step"] > 1.0  # G and D forward and backward at 48x64, batch 2: ~3.7 GFLOP
     assert rec["share_of_dense_tf32_peak"] == pytest.approx(rec["achieved_tflops"] / 0.5, rel=0.02, abs=1e-3)
+    # OASIS has no matmuls: the convolutions counted by shape are all of torch's FLOP count
+    assert rec["conv_gflop_per_step"] == pytest.approx(rec["gflop_per_step"], rel=1e-3)
+    assert sum(rec["conv_share_by_in_out_channels"].values()) == pytest.approx(1.0, abs=1e-3)
     cuda = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "train_step.py"), str(TINY), "--device", "cuda"],
                           capture_output=True, text=True, timeout=300, cwd=ROOT)
     if not torch.cuda.is_available():
         assert cuda.returncode != 0 and "CUDA is not available" in cuda.stderr
+
+
+def _bench(name):
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_conv_flops_by_channels_counts_forward_and_both_gradients():
+    conv = torch.nn.Conv2d(3, 5, 3, padding=1)
+    x = torch.randn(2, 3, 4, 6, requires_grad=True)
+    counts = _bench("train_step").conv_flops_by_channels(lambda: conv(x).sum().backward())
+    forward = 2 * 2 * 3 * 5 * 9 * 4 * 6  # 2·N·in·out·k·H·W = 12,960
+    assert dict(counts) == {(3, 5): 3 * forward}  # forward, input gradient, weight gradient
+    x2 = torch.randn(2, 3, 4, 6)  # no input gradient asked for: forward + weight gradient
+    assert dict(_bench("train_step").conv_flops_by_channels(lambda: conv(x2).sum().backward())) == {(3, 5): 2 * forward}
+
+
+def test_gpu_benchmark_sorts_kernel_names_by_kind():
+    kind = _bench("official_oasis_gpu").kernel_kind
+    assert kind("sm90_xmma_fprop_implicit_gemm_bf16bf16_bf16f32_f32_nhwckrsc_nhwc_tilesize128x128x64") == "conv_gemm"
+    assert kind("cudnn::engines_precompiled::nchwToNhwcKernel<__nv_bfloat16>") == "layout"
+    assert kind("void cudnn::bn_fw_tr_1C11_kernel_NCHW<float, float, int, 512>") == "batchnorm"
+    assert kind("triton_per_fused__native_batch_norm_legit_functional_0") == "batchnorm"
+    assert kind("triton_poi_fused_add_mul_relu_3") == "triton_fused"
+    assert kind("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdamMathFunctor>") \
+        == "optimizer"
+    assert kind("Memcpy DtoD (Device -> Device)") == "copy"
+    assert kind("void at::native::vectorized_elementwise_kernel<4, at::native::CUDAFunctor_add<float>>") \
+        == "elementwise"
 
 
 def test_peak_table_matches_device_names():

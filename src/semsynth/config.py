@@ -26,6 +26,8 @@ from semsynth.types import ConfigError
 
 #: Values of ``train.precision``.
 PRECISIONS = ("fp32", "bf16", "auto")
+#: Values of ``train.compile_mode``: ``torch.compile``'s Inductor modes.
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 
 
 @dataclass(frozen=True)
@@ -150,6 +152,13 @@ class TrainConfig:
             unchanged). Sampling and evaluation use the uncompiled EMA generator. Off under
             torchrun and on GPUs below compute capability 7.0, with a note
             (:func:`semsynth.model.build.compile_unavailable`).
+        compile_mode: Inductor's mode for ``train.compile`` (only with it): ``default``;
+            ``reduce-overhead`` (CUDA graphs: each compiled graph replayed as one launch; the
+            loop marks every step's start, ``torch.compiler.cudagraph_mark_step_begin``);
+            ``max-autotune`` (benchmarks Triton/GEMM kernel choices while compiling, plus
+            CUDA graphs); ``max-autotune-no-cudagraphs``. CUDA graphs apply on CUDA only.
+            Not yet measured on a GPU: the presets keep ``default``
+            (``benchmarks/official_oasis_gpu.py``, section ``compile``, measures each).
         init_from: warm start: a training checkpoint (``.pt``) whose generator weights a new
             run starts from (e.g. the lower-resolution CRN run: CQFIO/PhotographicImageSynthesis
             ``demo_512p.py`` restores ``result_256p``). Tensors are matched by name and must
@@ -189,6 +198,7 @@ class TrainConfig:
     lr_decay_unit: str = "epoch"
     precision: str = "fp32"
     compile: bool = False
+    compile_mode: str = "default"
     init_from: Optional[str] = None
     init_skip: Tuple[str, ...] = ()
     freeze: Tuple[str, ...] = ()
@@ -286,6 +296,9 @@ def _check_warm_start(t: TrainConfig, source: str) -> None:
 def _check_lr_decay(t: TrainConfig, source: str) -> None:
     if t.precision not in PRECISIONS:
         raise ConfigError(f"{source}: train.precision must be one of {list(PRECISIONS)}, got {t.precision!r}")
+    if t.compile_mode not in COMPILE_MODES:
+        raise ConfigError(f"{source}: train.compile_mode must be one of {list(COMPILE_MODES)}, "
+                          f"got {t.compile_mode!r}")
     if t.lr_decay_unit not in ("epoch", "step"):
         raise ConfigError(f"{source}: train.lr_decay_unit must be epoch or step, got {t.lr_decay_unit!r}")
     if (t.lr_decay_start is None) != (t.lr_decay_end is None):

@@ -198,7 +198,8 @@ class Method(nn.Module):
         or ``--set`` that gives one of them (checkpoints' stored configs are not checked).
 
         Default: ``train.lr_d`` when there is no ``"D"`` phase; the optimizer's and warm
-        start's keys when there are no phases at all; ``data.instance_edges`` unless
+        start's keys when there are no phases at all; ``train.compile_mode`` without
+        ``train.compile``; ``data.instance_edges`` unless
         :attr:`takes_instance_edges`; ``eval.vae_latent`` (VAE methods drop it with their
         encoder). Methods add their own.
 
@@ -216,8 +217,11 @@ class Method(nn.Module):
         if not cls.phases:
             why = "this method is fitted in one pass, without an optimizer"
             out.update({"train.lr_g": why, "train.lr_d": why, "train.betas": why, "train.precision": why,
-                        "train.compile": why, "train.init_from": why, "train.init_skip": why, "train.freeze": why})
-        elif "D" not in cls.phases:
+                        "train.compile": why, "train.compile_mode": why, "train.init_from": why,
+                        "train.init_skip": why, "train.freeze": why})
+        elif not cfg.train.compile:
+            out["train.compile_mode"] = "train.compile is false (the mode is torch.compile's)"
+        if cls.phases and "D" not in cls.phases:
             out["train.lr_d"] = (f"this method has no discriminator (phases {list(cls.phases)}); its "
                                  f"learning rate is train.lr_g")
         return out

@@ -72,7 +72,7 @@ def build_generator(cfg: Config, info: DatasetInfo):
     return get_method(cfg.method).build_generator(cfg.model, info, cfg.data.height, cfg.data.width)
 
 
-def compile_networks(method, backend: str = "inductor") -> list[str]:
+def compile_networks(method, backend: str = "inductor", mode: str = "default") -> list[str]:
     """``torch.compile`` each network of ``method`` in place (``train.compile``): every direct
     sub-module with parameters (generator, discriminator, ...) gets a compiled ``__call__``
     (``nn.Module.compile``); parameters, buffers and state-dict keys are unchanged, so
@@ -82,16 +82,39 @@ def compile_networks(method, backend: str = "inductor") -> list[str]:
     Args:
         method: a :class:`semsynth.methods.base.Method`.
         backend: ``torch.compile``'s backend (``inductor``; tests use ``eager``).
+        mode: ``train.compile_mode`` (:data:`semsynth.config.COMPILE_MODES`), Inductor's
+            only: with another backend it must be ``default``. With CUDA graphs
+            (:func:`uses_cudagraphs`) the caller marks each training step's start.
+
+    Raises:
+        ValueError: an unknown ``mode``, or a mode other than ``default`` with a backend
+            other than ``inductor``.
 
     Returns:
         The names of the compiled sub-modules.
     """
+    from semsynth.config import COMPILE_MODES
+
+    if mode not in COMPILE_MODES:
+        raise ValueError(f"compile_networks: mode must be one of {list(COMPILE_MODES)}, got {mode!r}")
+    if mode != "default" and backend != "inductor":
+        raise ValueError(f"compile_networks: mode {mode!r} is Inductor's; backend {backend!r} takes none")
+    kwargs = {"backend": backend} if mode == "default" else {"backend": backend, "mode": mode}
     names = []
     for name, child in method.named_children():
         if any(True for _ in child.parameters()):
-            child.compile(backend=backend)
+            child.compile(**kwargs)
             names.append(name)
     return names
+
+
+def uses_cudagraphs(compile_: bool, mode: str, device: torch.device) -> bool:
+    """Whether compiled networks replay CUDA graphs: ``train.compile`` on, a ``compile_mode``
+    with CUDA graphs (``reduce-overhead``, ``max-autotune``) and a CUDA device. The training
+    loop then calls ``torch.compiler.cudagraph_mark_step_begin()`` before each step, so that a
+    step's graph outputs may be overwritten by the next step's replay (PyTorch's CUDA graph
+    trees cannot tell a new training iteration from a second call in the same one)."""
+    return compile_ and mode in ("reduce-overhead", "max-autotune") and device.type == "cuda"
 
 
 def native_bf16(device: torch.device, cpuinfo: str = "/proc/cpuinfo") -> bool:

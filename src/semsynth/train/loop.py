@@ -49,6 +49,7 @@ from semsynth.model.build import (
     compile_unavailable,
     configure_backends,
     resolve_precision,
+    uses_cudagraphs,
 )
 from semsynth.model.checkpoint import (
     TrainingState,
@@ -408,10 +409,12 @@ class Trainer:
             self.step, self.images_seen = int(ckpt.step), int(ckpt.images_seen)
             self.elapsed_before, self.best = float(ckpt.elapsed_seconds), dict(ckpt.best)
             restore_rng(ckpt.rng, self.train_rng)
+        self._cudagraphs = False
         if cfg.train.compile:  # after the EMA copy and the checkpoint's weights, before DDP
             why_not = compile_unavailable(self.device, self.dist.distributed)
             if why_not is None:
-                compile_networks(self.method)
+                compile_networks(self.method, mode=cfg.train.compile_mode)
+                self._cudagraphs = uses_cudagraphs(True, cfg.train.compile_mode, self.device)
             elif self.main:
                 print(f"note: {why_not}", file=sys.stderr)
         self._phase_modules = wrap_phases(self.method, self.dist) if self.dist.distributed else None
@@ -680,6 +683,8 @@ class Trainer:
                  if ctx.distributed else None)
         if edges is not None:
             edges = edges.to(self.device, non_blocking=True)
+        if self._cudagraphs:  # train.compile_mode with CUDA graphs: a new iteration begins
+            torch.compiler.cudagraph_mark_step_begin()
         losses = train_step(self.method, self.optimizers, image, label, self.train_rng, shard=shard,
                             phase_modules=self._phase_modules, check=self._check_finite,
                             precision=self.precision, edges=edges)
