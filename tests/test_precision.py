@@ -228,6 +228,14 @@ def test_compile_mode_is_checked_and_needs_compile(tiny_config):
         compile_networks(method, mode="fast")
 
 
+def test_compile_and_its_mode_may_change_on_resume(tiny_config):
+    from semsynth.model.checkpoint import config_differences
+
+    saved = tiny_config("oasis")
+    assert config_differences(saved, tiny_config("oasis", "train.compile=true", "train.compile_mode=reduce-overhead")) == []
+    assert config_differences(saved, tiny_config("oasis", "train.lr_g=0.001")) != []
+
+
 def test_cuda_graphs_only_for_their_modes_on_cuda():
     from semsynth.model.build import uses_cudagraphs
 

@@ -48,7 +48,7 @@ OLD_FORMATS = ("semsynth-checkpoint-v1",)
 RESUMABLE_KEYS = (
     "train.max_steps", "train.max_minutes", "train.log_every", "train.sample_every",
     "train.checkpoint_every", "train.latest_every", "train.device", "train.threads", "train.channels_last",
-    "train.compile",
+    "train.compile", "train.compile_mode",
     "train.grid_labels", "train.grid_samples", "train.tensorboard", "data.num_workers", "data.cache", "data.cache_limit_gb",
     "data.check_workers", "data.root",
     "eval.every", "eval.num_images",
