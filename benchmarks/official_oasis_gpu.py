@@ -27,8 +27,8 @@ would not leave it time (a GPU lease is short); every result is one JSON line on
   channels: ``benchmarks/train_step.py --by-shape``) — does cuDNN's alignment cost time?
 * ``profile``: ``torch.profiler`` over 2 bf16 steps: GPU kernel time per step by kind
   (convolution/GEMM, layout transposes, BatchNorm, Triton-fused, other elementwise,
-  reductions, optimizer, copies), the top kernels, and the convolutions' own TFLOP/s. With
-  ``compile`` after it in ``--sections``, the compiled variants are profiled too.
+  reductions, optimizer, copies), the top kernels, and the convolutions' own TFLOP/s.
+  ``--profile-compiled``: ``compile`` profiles each compiled variant the same way.
 * ``data``: ``semsynth train`` on generated ADE20K-layout files (JPEG photos, PNG label
   maps in ``ADEChallengeData2016/``; decoding, resize 286, crop 256, flip in DataLoader
   workers) vs the same step on tensors already on the GPU: is the GPU waiting on data?
@@ -42,8 +42,10 @@ would not leave it time (a GPU lease is short); every result is one JSON line on
 Usage (on a CUDA machine; the official repository is a local copy, never committed):
   python benchmarks/official_oasis_gpu.py --official-root PATH [--batches 32,8] [--steps 8]
       [--rounds 3] [--warmup 3] [--sections speed,flops,data,maxbatch,compile]
-      [--compile-variants bf16:default,fp32:default] [--maxbatch-presets ade20k,cityscapes]
-      [--budget-s 480] [--out FILE]
+      [--speed-impls official_fp32,semsynth_fp32,semsynth_bf16]
+      [--compile-variants bf16:default,fp32:default] [--compile-estimate-s 240] [--profile-compiled]
+      [--maxbatch-presets ade20k,cityscapes] [--data-variant fp32] [--budget-s 480] [--out FILE]
+  (docs/results.md, "Where the FLOPs are, and what the next lease measures": the two calls planned)
   python benchmarks/official_oasis_gpu.py --official-root PATH --smoke --budget-s 900   # CPU, tiny
 """
 
@@ -250,7 +252,10 @@ def measure(make, name: str, batch: int, steps: int, rounds: int, warmup: int, a
     if isinstance(impl, Semsynth):
         rec["fused_adam"] = impl.fused
     if after is not None:
-        after(impl)
+        try:
+            after(impl)
+        except Exception as exc:  # noqa: BLE001  (keeps the timing measured above)
+            emit({"section": "after", "impl": name, "error": f"{type(exc).__name__}: {exc}"[:800]})
     del impl
     free()
     return rec
@@ -285,6 +290,7 @@ def section_flops(batch: int, ctx: dict) -> None:
             rec[f"{impl_name}_tflops"] = round(achieved, 1)
             if peak:
                 rec[f"{impl_name}_share_of_bf16_peak"] = round(achieved / peak, 4)
+    ctx["flops_emitted_at"] = len(ctx["speed"])
     emit(rec)
 
 
@@ -309,7 +315,7 @@ def section_speed(args, batches: list[int], ctx: dict, left) -> None:
     for b in batches:
         variants = ([] if SMOKE else [("official_fp32", lambda: Official(args.official_root, b))]) + [
             ("semsynth_fp32", lambda: Semsynth(b, "fp32")), ("semsynth_bf16", lambda: Semsynth(b, "bf16"))]
-        for name, make in variants:
+        for name, make in [v for v in variants if v[0] in args.speed_impls.split(",")]:
             if left() < 20:
                 emit({"section": "speed", "skipped": f"{name} batch {b}: budget"})
                 continue
@@ -329,7 +335,8 @@ def section_ablate(args, batch: int, ctx: dict, left) -> None:
         ("semsynth_bf16_z65_cond216", "semsynth_bf16", lambda: Semsynth(batch, "bf16", sets=("model.generator.z_dim=65",))),
     ]
     for name, base, make in variants:
-        if left() < 45:
+        need = 60 if (base, batch) in ctx["speed"] else 120  # with cuDNN tuning, ~1 min a measurement at batch 32
+        if left() < need:
             emit({"section": "ablate", "skipped": f"{name}: budget"})
             continue
         if (base, batch) not in ctx["speed"]:  # its reference, in the same run
@@ -346,14 +353,14 @@ def section_ablate(args, batch: int, ctx: dict, left) -> None:
 def kernel_kind(name: str) -> str:
     """A GPU kernel's (or, on the CPU, an op's) kind, from its name."""
     n = name.lower()
-    if any(k in n for k in ("nchwtonhwc", "nhwctonchw", "transpose", "permute")):
-        return "layout"
     if any(k in n for k in ("batch_norm", "batchnorm", "bn_fw", "bn_bw", "welford")):  # before cuDNN's convs
         return "batchnorm"
+    if n.startswith("triton_"):  # Inductor's fused kernels, whatever ops their names list
+        return "triton_fused"
+    if any(k in n for k in ("nchwtonhwc", "nhwctonchw", "transpose", "permute")):
+        return "layout"
     if any(k in n for k in ("conv", "cudnn", "xmma", "implicit", "gemm", "cutlass", "wgrad", "dgrad", "fprop")):
         return "conv_gemm"
-    if n.startswith("triton_"):
-        return "triton_fused"
     if "adam" in n or "multi_tensor" in n:
         return "optimizer"
     if "memcpy" in n or "memset" in n or "copy" in n:
@@ -384,8 +391,8 @@ def profile_impl(impl, name: str, batch: int, ctx: dict, steps: int = 2) -> None
                 continue
             us = evt.self_cpu_time_total
         else:
-            if str(evt.device_type).split(".")[-1] != "CUDA":
-                continue
+            if str(evt.device_type).split(".")[-1] != "CUDA" or getattr(evt, "is_user_annotation", False):
+                continue  # kernels only (GPU ranges such as "Optimizer.step#Adam.step" would count twice)
             us = getattr(evt, "self_device_time_total", None) or getattr(evt, "self_cuda_time_total", 0)
         if us <= 0:
             continue
@@ -461,7 +468,11 @@ def section_data(args, batch: int, ctx: dict, left) -> None:
         cmd += ["--set", x]
     env = dict(os.environ, PYTHONPATH=str(ROOT / "src") + os.pathsep + os.environ.get("PYTHONPATH", ""))
     t = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=max(30, left() - 10))
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=max(30, left() - 10))
+    except subprocess.TimeoutExpired:
+        emit({"section": "data", "variant": args.data_variant, "error": "timed out: over the budget"})
+        return
     wall = time.perf_counter() - t
     rec = {"section": "data", "variant": args.data_variant, "batch": batch, "steps": steps,
            "files_made_s": round(made_s, 1), "wall_s": round(wall, 1), "rc": proc.returncode}
@@ -506,6 +517,9 @@ def section_maxbatch(args, left) -> None:
                 except torch.cuda.OutOfMemoryError:
                     fails = b
                     break
+                except RuntimeError as exc:  # cuDNN/cuBLAS failing to allocate or to run at this size
+                    fails = f"{b}: {type(exc).__name__}: {str(exc)[:200]}"
+                    break
                 finally:
                     impl = None
                     free()
@@ -517,13 +531,14 @@ def section_maxbatch(args, left) -> None:
 
 
 def section_compile(args, batch: int, ctx: dict, left) -> None:
-    profile_too = "profile" in args.sections.split(",")
+    profile_too = args.profile_compiled
     for variant in args.compile_variants.split(","):
         precision, _, mode = variant.partition(":")
         mode = mode or "default"
         name = f"semsynth_{precision}_compile_{mode}"
-        if left() < 90:
-            emit({"section": "compile", "skipped": f"{variant}: budget"})
+        if left() < args.compile_estimate_s:  # the first compile at the ADE20K preset took 187 s on an H200
+            emit({"section": "compile", "skipped": f"{variant}: budget ({left():.0f} s left, a compile needs "
+                                                   f"~{args.compile_estimate_s:.0f} s)"})
             continue
         after = (lambda impl, n=name: profile_impl(impl, n, batch, ctx)) if profile_too else None
         rec = run_variant(name, lambda: Semsynth(batch, precision, compile_=True, compile_mode=mode),
@@ -531,6 +546,8 @@ def section_compile(args, batch: int, ctx: dict, left) -> None:
         rec["speedup_over_eager"] = ratio(ctx, name, f"semsynth_{precision}", batch)
         rec["over_official_fp32"] = ratio(ctx, name, "official_fp32", batch)
         emit(rec)
+        torch._dynamo.reset()  # drop this variant's graphs (and CUDA-graph pools) before the next
+        free()
 
 
 def main() -> None:
@@ -540,6 +557,11 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--speed-impls", default="official_fp32,semsynth_fp32,semsynth_bf16",
+                    help="which of these `speed` measures (a second call may need only its references)")
+    ap.add_argument("--compile-estimate-s", type=float, default=240.0,
+                    help="time a compiled variant needs (compile + measurement); skipped below it")
+    ap.add_argument("--profile-compiled", action="store_true", help="`compile` profiles each compiled variant")
     ap.add_argument("--data-steps", type=int, default=40)
     ap.add_argument("--data-variant", default="fp32", help="the step of `data`: precision[:compile mode]")
     ap.add_argument("--max-batch", type=int, default=256)
@@ -589,7 +611,7 @@ def main() -> None:
             section_compile(args, b0, ctx, left)
         else:
             emit({"section": section, "skipped": "budget"})
-    if ("flops", b0) in ctx:  # the shares of everything measured after the count
+    if ("flops", b0) in ctx and len(ctx["speed"]) > ctx["flops_emitted_at"]:  # shares of what came after the count
         section_flops(b0, ctx)
     emit({"section": "done", "elapsed_s": round(time.time() - T0, 1)})
 

@@ -58,8 +58,14 @@ def peak_for(device: torch.device) -> tuple[str, tuple[float, float] | None]:
 
 def conv_flops_by_channels(step) -> collections.Counter:
     """FLOPs of the convolutions that ``step()`` runs, keyed by ``(in_channels,
-    out_channels)``: ``2·N·in·out·k·Hout·Wout`` per forward call (``groups`` 1), the same per
-    gradient (input, weight) a ``convolution_backward`` computes. Run eagerly."""
+    out_channels)`` of the layer (all groups): ``2·N·(weight elements)·(spatial size)`` per
+    forward call — the output's size, or the input's for a transposed convolution — and the
+    same per gradient (input, weight) a ``convolution_backward`` computes. This is
+    ``torch.utils.flop_counter``'s count, except that it charges a grouped convolution's
+    weight gradient as if ungrouped (``groups`` × too much; no shipped config trains a grouped
+    convolution: the EfficientNet backbone of the pretrained D is frozen). Run eagerly."""
+    import math
+
     from torch.utils._python_dispatch import TorchDispatchMode
 
     counts: collections.Counter = collections.Counter()
@@ -68,14 +74,17 @@ def conv_flops_by_channels(step) -> collections.Counter:
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
             name = str(func.overloadpacket)
-            if name == "aten.convolution":
-                weight, spatial, mult = args[1], out.shape, 1
-            elif name == "aten.convolution_backward":  # (grad_out, input, weight, ..., output_mask)
-                weight, spatial, mult = args[2], args[0].shape, sum(bool(m) for m in args[-1][:2])
+            if name == "aten.convolution":  # (input, weight, bias, stride, padding, dilation, transposed, _, groups)
+                x, y, weight, transposed, groups, mult = args[0], out, args[1], args[6], args[8], 1
+            elif name == "aten.convolution_backward":  # (grad_out, input, weight, _, _, _, _, transposed, _, groups, mask)
+                x, y, weight, transposed, groups = args[1], args[0], args[2], args[7], args[9]
+                mult = sum(bool(m) for m in args[10][:2])
             else:
                 return out
-            cout, cin, kh, kw = weight.shape
-            counts[(cin, cout)] += 2 * spatial[0] * cin * cout * kh * kw * spatial[2] * spatial[3] * mult
+            a, b = weight.shape[:2]  # (out, in/groups) or, transposed, (in, out/groups)
+            cin, cout = (a, b * groups) if transposed else (b * groups, a)
+            spatial = math.prod((x if transposed else y).shape[2:])
+            counts[(cin, cout)] += 2 * x.shape[0] * weight.numel() * spatial * mult
             return out
 
     with Count():

@@ -79,6 +79,15 @@ def test_conv_flops_by_channels_counts_forward_and_both_gradients():
     assert dict(counts) == {(3, 5): 3 * forward}  # forward, input gradient, weight gradient
     x2 = torch.randn(2, 3, 4, 6)  # no input gradient asked for: forward + weight gradient
     assert dict(_bench("train_step").conv_flops_by_channels(lambda: conv(x2).sum().backward())) == {(3, 5): 2 * forward}
+    # grouped and transposed layers, keyed by the layer's channels: each gradient costs what the
+    # forward does (2·N·weight elements·spatial size, hand-computed)
+    x = torch.randn(2, 8, 5, 7, requires_grad=True)
+    layers = {(8, 16): (torch.nn.Conv2d(8, 16, 3, padding=1, groups=4), 2 * 2 * (16 * 2 * 9) * 35),
+              (8, 4): (torch.nn.ConvTranspose2d(8, 4, 4, stride=2, padding=1), 2 * 2 * (8 * 4 * 16) * 35),
+              (8, 8): (torch.nn.Conv2d(8, 8, 3, padding=1, groups=8), 2 * 2 * (8 * 1 * 9) * 35)}
+    for key, (layer, forward) in layers.items():
+        counts = _bench("train_step").conv_flops_by_channels(lambda: layer(x).sum().backward())
+        assert dict(counts) == {key: 3 * forward}, layer
 
 
 def test_gpu_benchmark_sorts_kernel_names_by_kind():
@@ -88,6 +97,9 @@ def test_gpu_benchmark_sorts_kernel_names_by_kind():
     assert kind("void cudnn::bn_fw_tr_1C11_kernel_NCHW<float, float, int, 512>") == "batchnorm"
     assert kind("triton_per_fused__native_batch_norm_legit_functional_0") == "batchnorm"
     assert kind("triton_poi_fused_add_mul_relu_3") == "triton_fused"
+    assert kind("triton_poi_fused_convolution_leaky_relu_3") == "triton_fused"  # Inductor's, not cuDNN's
+    assert kind("triton_red_fused_convolution_backward_sum_7") == "triton_fused"
+    assert kind("triton_poi_fused_permute_clone_2") == "triton_fused"
     assert kind("void at::native::(anonymous namespace)::multi_tensor_apply_kernel<FusedAdamMathFunctor>") \
         == "optimizer"
     assert kind("Memcpy DtoD (Device -> Device)") == "copy"
