@@ -214,9 +214,8 @@ class Semsynth:
         self.precision = precision
 
     def step(self) -> None:
-        if self.cudagraphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        self._step(self.method, self.opts, self.image, self.label, self.rng, precision=self.precision)
+        self._step(self.method, self.opts, self.image, self.label, self.rng, precision=self.precision,
+                   cudagraphs=self.cudagraphs)
         self._ema(self.ema, self.method.generator, 0.9999)
 
 

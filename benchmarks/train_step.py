@@ -140,9 +140,7 @@ def main() -> None:
     rng = torch.Generator().manual_seed(0)
 
     def step():
-        if cudagraphs:
-            torch.compiler.cudagraph_mark_step_begin()
-        train_step(method, opts, image, label, rng, precision=precision)
+        train_step(method, opts, image, label, rng, precision=precision, cudagraphs=cudagraphs)
         update_ema(ema, method.generator, 0.999)
 
     def sync():

@@ -246,26 +246,32 @@ def test_cuda_graphs_only_for_their_modes_on_cuda():
     assert not uses_cudagraphs(True, "default", cuda) and not uses_cudagraphs(True, "max-autotune-no-cudagraphs", cuda)
 
 
-def test_the_trainer_marks_each_steps_start_for_cuda_graphs(tiny_config, tmp_path, monkeypatch):
-    """With a CUDA-graph mode (faked here: no GPU) the loop calls
-    ``torch.compiler.cudagraph_mark_step_begin`` once before each step's phases run."""
+def test_with_cuda_graphs_each_step_is_marked_as_a_new_iteration(tiny_config, tmp_path, monkeypatch):
+    """``train_step(cudagraphs=True)`` calls ``torch.compiler.cudagraph_mark_step_begin`` once,
+    before the first phase; the loop passes it when the mode replays CUDA graphs (faked here: no GPU)."""
     import semsynth.train.loop as loop
 
     events = []
-    monkeypatch.setattr(loop, "compile_networks", lambda method, mode: events.append(("compile", mode)))
-    monkeypatch.setattr(loop, "uses_cudagraphs", lambda compile_, mode, device: mode == "reduce-overhead")
     monkeypatch.setattr(torch.compiler, "cudagraph_mark_step_begin", lambda: events.append("mark"))
+    cfg, method, image, label = _setup(tiny_config, "oasis")
+    real_losses = method.phase_losses
+    monkeypatch.setattr(method, "phase_losses", lambda phase, *a, **kw: events.append(phase) or real_losses(phase, *a, **kw))
+    opts = make_optimizers(method, cfg.train)
+    train_step(method, opts, image, label, torch.Generator().manual_seed(0), cudagraphs=True)
+    assert events == ["mark"] + list(method.phases)
+    events.clear()
+    train_step(method, opts, image, label, torch.Generator().manual_seed(0))
+    assert "mark" not in events
+
+    seen = []
+    monkeypatch.setattr(loop, "compile_networks", lambda method, mode: seen.append(("compile", mode)))
+    monkeypatch.setattr(loop, "uses_cudagraphs", lambda compile_, mode, device: mode == "reduce-overhead")
     real_step = loop.train_step
-
-    def step(*a, **kw):
-        events.append("step")
-        return real_step(*a, **kw)
-
-    monkeypatch.setattr(loop, "train_step", step)
+    monkeypatch.setattr(loop, "train_step", lambda *a, **kw: seen.append(kw["cudagraphs"]) or real_step(*a, **kw))
     cfg = tiny_config("oasis", "train.compile=true", "train.compile_mode=reduce-overhead", "train.max_steps=3",
                       "train.tensorboard=false")
     assert loop.Trainer(cfg, tmp_path / "run", progress=False).run().step == 3
-    assert events == [("compile", "reduce-overhead")] + ["mark", "step"] * 3
+    assert seen == [("compile", "reduce-overhead"), True, True, True]
 
 
 def test_compile_is_off_under_torchrun():

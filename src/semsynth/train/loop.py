@@ -96,7 +96,7 @@ def make_optimizers(method, train_cfg) -> dict[str, torch.optim.Adam]:
 def train_step(method, optimizers: dict, image: torch.Tensor, label: torch.Tensor, rng: torch.Generator, *,
                shard: BatchShard | None = None, phase_modules: dict | None = None,
                check: Callable | None = None, precision: str = "fp32",
-               edges: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+               edges: torch.Tensor | None = None, cudagraphs: bool = False) -> dict[str, torch.Tensor]:
     """One optimisation step of ``method``: its phases in order (e.g. G then D).
 
     For each phase only that phase's parameters require gradients (the network held fixed
@@ -121,6 +121,9 @@ def train_step(method, optimizers: dict, image: torch.Tensor, label: torch.Tenso
         precision: ``fp32``, or ``bf16``: each phase's losses are computed under
             ``torch.autocast(image.device.type, torch.bfloat16)`` (``train.precision``); the
             backward and the optimizer step run outside it, on the fp32 weights.
+        cudagraphs: the networks replay CUDA graphs
+            (:func:`semsynth.model.build.uses_cudagraphs`): the step first calls
+            ``torch.compiler.cudagraph_mark_step_begin()``, a new iteration.
 
     Raises:
         ValueError: ``precision`` is neither (``auto`` is resolved by the caller:
@@ -132,6 +135,8 @@ def train_step(method, optimizers: dict, image: torch.Tensor, label: torch.Tenso
     """
     if precision not in ("fp32", "bf16"):
         raise ValueError(f"train_step: precision must be fp32 or bf16 (resolve auto first), got {precision!r}")
+    if cudagraphs:
+        torch.compiler.cudagraph_mark_step_begin()
     logs: dict[str, torch.Tensor] = {}
     for phase in method.phases:
         params = method.trained_parameters(phase)  # frozen ones (train.freeze) stay off
@@ -683,11 +688,9 @@ class Trainer:
                  if ctx.distributed else None)
         if edges is not None:
             edges = edges.to(self.device, non_blocking=True)
-        if self._cudagraphs:  # train.compile_mode with CUDA graphs: a new iteration begins
-            torch.compiler.cudagraph_mark_step_begin()
         losses = train_step(self.method, self.optimizers, image, label, self.train_rng, shard=shard,
                             phase_modules=self._phase_modules, check=self._check_finite,
-                            precision=self.precision, edges=edges)
+                            precision=self.precision, edges=edges, cudagraphs=self._cudagraphs)
         logs = {k: float(v) for k, v in losses.items()}
         self.step += 1
         self.images_seen += tc.batch_size
